@@ -41,7 +41,7 @@ function(sy_add_test name)
   endif()
   add_executable(${name} ${ARG_SOURCES})
   target_link_libraries(${name} PRIVATE sy_build_options ${ARG_DEPS} GTest::gtest_main GTest::gmock)
-  target_compile_definitions(${name} PRIVATE SY_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
+  target_compile_definitions(${name} PRIVATE SY_SOURCE_DIR="${PROJECT_SOURCE_DIR}" SY_BINARY_DIR="${PROJECT_BINARY_DIR}")
   gtest_discover_tests(${name} DISCOVERY_TIMEOUT 60 PROPERTIES LABELS "${ARG_LABELS}")
 endfunction()
 

@@ -6,10 +6,13 @@
 #include <fstream>
 #include <string>
 
+#include <fcntl.h>
 #include <nlohmann/json.hpp>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include "model/config.hpp"
+#include "model/tiny_model.hpp"
 
 namespace sy::model::testing {
 
@@ -41,5 +44,33 @@ inline nlohmann::json deepseek_v3_config_json() {
 }
 
 inline ModelConfig deepseek_v3_config() { return ModelConfig::from_json(deepseek_v3_config_json()); }
+
+inline bool have_tokenizer_files() { return std::filesystem::exists(default_tokenizer_dir() / "tokenizer.json"); }
+
+// A tiny model shared by every test process of this build tree (ctest runs each test in its own
+// process; making the model each time would dominate the run). Made once under the build folder,
+// guarded by a file lock, and made again whenever the test binary is newer than it (the maker's
+// code may have changed). REQUIRES: have_tokenizer_files().
+inline std::filesystem::path shared_tiny_model(const std::string& preset = "tiny", std::uint64_t seed = 7) {
+  namespace fs = std::filesystem;
+  const fs::path root = fs::path(SY_BINARY_DIR) / "test-models";
+  fs::create_directories(root);
+  const fs::path dir = root / (preset + "-seed" + std::to_string(seed));
+  const fs::path stamp = dir / ".complete";
+  const int lock = ::open((root / ".lock").c_str(), O_CREAT | O_RDWR, 0644);
+  if (lock < 0 || ::flock(lock, LOCK_EX) != 0) throw std::runtime_error("cannot lock " + root.string());
+  const bool fresh = fs::exists(stamp) && fs::last_write_time(stamp) >= fs::last_write_time("/proc/self/exe");
+  if (!fresh) {
+    fs::remove_all(dir);
+    TinyModelOptions options;
+    options.preset = preset;
+    options.seed = seed;
+    make_tiny_model(dir, options);
+    std::ofstream(stamp) << "made by " << fs::read_symlink("/proc/self/exe").string() << "\n";
+  }
+  ::flock(lock, LOCK_UN);
+  ::close(lock);
+  return dir;
+}
 
 }  // namespace sy::model::testing

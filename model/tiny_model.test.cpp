@@ -20,30 +20,19 @@ std::string read_all(const std::filesystem::path& p) {
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
-bool have_tokenizer() { return std::filesystem::exists(default_tokenizer_dir() / "tokenizer.json"); }
-
 class TinyModel : public ::testing::Test {
  protected:
-  static void SetUpTestSuite() {
-    if (!have_tokenizer()) return;
-    dir_ = new ScratchDir("tiny-model");
-    TinyModelOptions options;
-    options.seed = 7;
-    make_tiny_model(dir_->path(), options);
-  }
-  static void TearDownTestSuite() {
-    delete dir_;
-    dir_ = nullptr;
-  }
   void SetUp() override {
-    if (!have_tokenizer()) GTEST_SKIP() << "no tokenizer files at " << default_tokenizer_dir() << ": run deploy/install-deps.sh";
+    if (!testing::have_tokenizer_files()) {
+      GTEST_SKIP() << "no tokenizer files at " << default_tokenizer_dir() << ": run deploy/install-deps.sh";
+    }
+    dir_ = testing::shared_tiny_model("tiny", 7);
   }
-  static ScratchDir* dir_;
+  std::filesystem::path dir_;
 };
-ScratchDir* TinyModel::dir_ = nullptr;
 
 TEST_F(TinyModel, IsACompleteDeepSeekV3Folder) {
-  const auto& d = dir_->path();
+  const auto& d = dir_;
   for (const char* f : {"config.json", "model.safetensors.index.json", "tokenizer.json", "tokenizer_config.json"}) {
     EXPECT_TRUE(std::filesystem::exists(d / f)) << f;
   }
@@ -67,7 +56,7 @@ TEST_F(TinyModel, IsACompleteDeepSeekV3Folder) {
 }
 
 TEST_F(TinyModel, HasARaggedFp8MatrixLikeV3) {
-  const Checkpoint ck = Checkpoint::open(dir_->path());
+  const Checkpoint ck = Checkpoint::open(dir_);
   const TensorInfo* w = ck.find("model.layers.1.self_attn.kv_a_proj_with_mqa.weight");
   ASSERT_NE(w, nullptr);
   EXPECT_EQ(w->dtype, DType::F8_E4M3);
@@ -79,8 +68,8 @@ TEST_F(TinyModel, HasARaggedFp8MatrixLikeV3) {
 TEST_F(TinyModel, Fp8BlocksUseTheFullRangeWithMultiplyScales) {
   // scale_inv = amax/448 per block, so each block's largest |code| decodes to exactly 448, and
   // weight * scale_inv recovers values of std 1/sqrt(fan_in).
-  const ModelConfig c = ModelConfig::from_file(dir_->path() / "config.json");
-  const Checkpoint ck = Checkpoint::open(dir_->path());
+  const ModelConfig c = ModelConfig::from_file(dir_ / "config.json");
+  const Checkpoint ck = Checkpoint::open(dir_);
   const ModelWeights w = bind_weights(ck, c);
   const LinearWeight& kv_a = w.layers[1].attention.kv_a_proj_with_mqa;
   for (std::int64_t br = 0; br < 2; ++br) {
@@ -103,8 +92,8 @@ TEST_F(TinyModel, Fp8BlocksUseTheFullRangeWithMultiplyScales) {
 }
 
 TEST_F(TinyModel, GateBiasIsNonZeroAndMtpSharesEmbeddingAndHead) {
-  const ModelConfig c = ModelConfig::from_file(dir_->path() / "config.json");
-  const Checkpoint ck = Checkpoint::open(dir_->path());
+  const ModelConfig c = ModelConfig::from_file(dir_ / "config.json");
+  const Checkpoint ck = Checkpoint::open(dir_);
   const ModelWeights w = bind_weights(ck, c);
   float max_bias = 0.0f;
   for (float b : w.layers[1].moe->e_score_correction_bias) max_bias = std::max(max_bias, std::fabs(b));
@@ -122,8 +111,9 @@ TEST_F(TinyModel, SameSeedGivesByteIdenticalFilesAndAnotherSeedDoesNot) {
   options.seed = 7;
   make_tiny_model(again.path(), options);
   std::size_t compared = 0;
-  for (const auto& entry : std::filesystem::directory_iterator(dir_->path())) {
+  for (const auto& entry : std::filesystem::directory_iterator(dir_)) {
     const auto name = entry.path().filename();
+    if (name == ".complete") continue;
     ASSERT_TRUE(std::filesystem::exists(again.path() / name)) << name;
     EXPECT_TRUE(read_all(entry.path()) == read_all(again.path() / name)) << name << " differs";
     ++compared;
@@ -132,7 +122,7 @@ TEST_F(TinyModel, SameSeedGivesByteIdenticalFilesAndAnotherSeedDoesNot) {
   options.seed = 8;
   make_tiny_model(again.path(), options);
   const std::string first_shard = Checkpoint::open(again.path()).file_of("model.embed_tokens.weight").filename();
-  EXPECT_NE(read_all(dir_->path() / first_shard), read_all(again.path() / first_shard));
+  EXPECT_NE(read_all(dir_ / first_shard), read_all(again.path() / first_shard));
 }
 
 TEST(TinyModelConfig, PresetsAreValidAndUnknownOnesAreNamed) {
