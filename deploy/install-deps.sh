@@ -16,8 +16,9 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev ninja-build prometheus libcli11-dev
   nlohmann-json3-dev libspdlog-dev libfmt-dev libtomlplusplus-dev libpcre2-dev
   libcpp-httplib-dev libopenblas-dev pkg-config cmake g++ clang libclang-rt-14-dev curl
-  nodejs npm
 )
+# node and npm may come from outside Debian (as on the development machines); keep those.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then PACKAGES+=(nodejs npm); fi
 
 sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
@@ -25,15 +26,10 @@ missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-# node and npm may come from outside Debian (as on the development machines); keep those.
-if command -v node >/dev/null && command -v npm >/dev/null; then
-  missing=("${missing[@]/#nodejs/}"); missing=("${missing[@]/#npm/}")
-fi
-want=(); for p in "${missing[@]}"; do [ -n "$p" ] && want+=("$p"); done
-if [ "${#want[@]}" -gt 0 ]; then
-  echo "install-deps: installing ${want[*]}" >&2
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "install-deps: installing ${missing[*]}" >&2
   sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${want[@]}" >/dev/null
+  sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 mkdir -p "$DATA_DIR/tokenizer" "$DATA_DIR/node"
