@@ -174,7 +174,11 @@ std::filesystem::path default_tokenizer_dir() {
 }
 
 void make_tiny_model(const std::filesystem::path& dir, const TinyModelOptions& options) {
-  const ModelConfig config = tiny_model_config(options.preset);
+  write_random_model(dir, tiny_model_config(options.preset), options);
+}
+
+void write_random_model(const std::filesystem::path& dir, const ModelConfig& config, const TinyModelOptions& options) {
+  config.validate("write_random_model");
   const std::filesystem::path tokenizer_dir =
       options.tokenizer_dir.empty() ? default_tokenizer_dir() : options.tokenizer_dir;
   std::filesystem::create_directories(dir);
@@ -185,7 +189,7 @@ void make_tiny_model(const std::filesystem::path& dir, const TinyModelOptions& o
 
   SafetensorsWriter writer;
   writer.set_metadata("format", "pt");
-  const std::int64_t block = config.fp8->block_rows;
+  const std::int64_t block = config.fp8 ? config.fp8->block_rows : 128;
   std::map<std::string, std::vector<gpu::bf16>> shared_copies;  // main embed/head, reused by MTP
   std::vector<gpu::fp8_e4m3> fp8_values;
   std::vector<float> scale_inv;

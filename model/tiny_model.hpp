@@ -36,4 +36,10 @@ std::filesystem::path default_tokenizer_dir();
 // Writes the model into `dir` (created if needed; existing model files are replaced).
 void make_tiny_model(const std::filesystem::path& dir, const TinyModelOptions& options);
 
+// The writer behind make_tiny_model, for any valid config (tests use differently shaped models):
+// seeded random weights in the layout expected_tensors(config) gives, config.json and the
+// tokenizer files. options.preset is ignored. The tokenizer is copied as is, whatever the
+// config's vocab_size (engine tests that feed ids directly may use a smaller vocabulary).
+void write_random_model(const std::filesystem::path& dir, const ModelConfig& config, const TinyModelOptions& options);
+
 }  // namespace sy::model

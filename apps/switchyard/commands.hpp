@@ -24,4 +24,7 @@ class CommandTable {
 // inspect, tokenize, make-tiny-model.
 void add_model_commands(CLI::App& app, CommandTable& commands);
 
+// generate: a prompt through the single-process engine (generate_command.cpp).
+void add_generate_command(CLI::App& app, CommandTable& commands);
+
 }  // namespace sy::apps

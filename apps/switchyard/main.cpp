@@ -1,5 +1,5 @@
 // switchyard: the one binary of a node. Today: the model tools (inspect, tokenize,
-// make-tiny-model); serve, local, generate and bench join as the cluster lands.
+// make-tiny-model) and single-process generate; serve, local and bench join as the cluster lands.
 // Exit codes: 0 ok, 1 bad input or failure (the message names the problem), 2 bad command line.
 #include <CLI/CLI.hpp>
 #include "apps/switchyard/commands.hpp"
@@ -9,6 +9,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   sy::apps::CommandTable commands;
   sy::apps::add_model_commands(app, commands);
+  sy::apps::add_generate_command(app, commands);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,0 +1,112 @@
+// The paged latent KV cache of one engine: a fixed pool of 64-token pages per layer (every main
+// layer and every MTP layer), a page allocator over it, and per-sequence page tables laid out as
+// the MLA kernels' block table (gpu/mla.hpp). One page id indexes every layer's pool, so a
+// sequence reserves pages once for all layers. Owned by the Engine; not thread-safe (the engine's
+// step loop is its only user). The pools are host memory: the ref and cpu backends read them.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "gpu/dtypes.hpp"
+#include "gpu/mla.hpp"
+
+namespace sy::model {
+
+// The pool has too few free pages for a request. Retryable: the caller refuses admission (or
+// waits for other sequences to finish); nothing was allocated.
+class KvPoolExhausted : public std::runtime_error {
+ public:
+  KvPoolExhausted(std::int64_t needed, std::int64_t free, std::int64_t capacity);
+  std::int64_t needed() const { return needed_; }
+  std::int64_t free() const { return free_; }
+
+ private:
+  std::int64_t needed_;
+  std::int64_t free_;
+};
+
+// Hands out page ids [0, capacity) from a free list. Freed pages are reused last-freed first, so a
+// given sequence of calls always yields the same ids (deterministic runs, reproducible tests).
+class PageAllocator {
+ public:
+  explicit PageAllocator(std::int64_t capacity);
+
+  // n pages, or KvPoolExhausted (allocating none) when fewer than n are free.
+  std::vector<std::int32_t> allocate(std::int64_t n);
+  // REQUIRES: each id was allocated and not yet freed (std::invalid_argument otherwise).
+  void free(std::span<const std::int32_t> pages);
+
+  std::int64_t capacity() const { return capacity_; }
+  std::int64_t free_count() const { return static_cast<std::int64_t>(free_list_.size()); }
+
+ private:
+  std::int64_t capacity_;
+  std::vector<std::int32_t> free_list_;  // back() is handed out next
+  std::vector<bool> in_use_;
+};
+
+struct KvCacheOptions {
+  std::int64_t num_pages = 256;   // pages per layer pool (each 64 tokens)
+  std::int64_t num_layers = 0;    // main layers + MTP layers
+  std::int64_t kv_lora_rank = 0;  // latent width (512 at V3)
+  std::int64_t rope_dim = 0;      // k_pe width (64 at V3)
+  gpu::KvCacheDtype dtype = gpu::KvCacheDtype::fp32;
+  std::int64_t max_seqs = 16;       // block-table rows: sequences alive at once
+  std::int64_t max_seq_len = 4096;  // tokens per sequence; sets the block-table width
+};
+
+class KvCache {
+ public:
+  explicit KvCache(const KvCacheOptions& options);
+
+  // A free block-table row for a new sequence (no pages yet), or std::runtime_error when all
+  // max_seqs rows are taken (retryable, like KvPoolExhausted).
+  std::int32_t add_sequence();
+  // Returns the sequence's pages to the pool and frees its row.
+  void remove_sequence(std::int32_t seq);
+  // Ensures pages for positions [0, length). All or nothing: KvPoolExhausted leaves the sequence
+  // as it was; std::invalid_argument when length exceeds max_seq_len.
+  void reserve(std::int32_t seq, std::int64_t length);
+  // Tokens the sequence's pages can hold (a multiple of 64).
+  std::int64_t reserved(std::int32_t seq) const;
+  // Pages needed to hold `length` tokens.
+  static std::int64_t pages_for(std::int64_t length);
+
+  std::int64_t free_pages() const { return allocator_.free_count(); }
+  std::int64_t num_pages() const { return allocator_.capacity(); }
+  std::int64_t num_layers() const { return options_.num_layers; }
+  std::int64_t max_seq_len() const { return options_.max_seq_len; }
+  std::int64_t live_sequences() const;
+  const KvCacheOptions& options() const { return options_; }
+  // Bytes of one layer's pool.
+  std::int64_t layer_bytes() const;
+
+  // The kernel views: layer `layer`'s pool and the shared block table (unused entries are -1,
+  // which the ref backend rejects, so reading an unreserved position is an error, not garbage).
+  gpu::MlaKvCache layer(std::int64_t layer);
+  gpu::MlaBlockTable table() const;
+
+  // Copies cache entries [begin, end) of a sequence in one layer into out ([end-begin, 576] fp32,
+  // latent then k_pe). Host pools only: the naive (prefill) attention up-projects the cached
+  // latents of earlier chunks with this. TODO(cuda): a gather kernel in the Backend.
+  void read(std::int64_t layer, std::int32_t seq, std::int64_t begin, std::int64_t end, float* out) const;
+
+ private:
+  void check_seq(std::int32_t seq) const;
+  std::int64_t entry_dim() const { return options_.kv_lora_rank + options_.rope_dim; }
+
+  KvCacheOptions options_;
+  std::int64_t max_pages_per_seq_;
+  PageAllocator allocator_;
+  std::vector<std::int32_t> table_;       // [max_seqs, max_pages_per_seq], -1 = none
+  std::vector<std::int64_t> pages_held_;  // per row
+  std::vector<bool> row_used_;
+  std::vector<std::vector<float>> fp32_pools_;      // per layer, when dtype == fp32
+  std::vector<std::vector<gpu::bf16>> bf16_pools_;  // per layer, when dtype == bf16
+};
+
+}  // namespace sy::model
