@@ -8,6 +8,7 @@ find_package(fmt REQUIRED)
 pkg_check_modules(PCRE2 REQUIRED IMPORTED_TARGET libpcre2-8)
 find_package(BLAS REQUIRED)
 find_package(ucx REQUIRED)  # targets ucx::ucp and ucx::ucs: link both
+find_package(CapnProto REQUIRED)  # CapnProto::capnp; capnp_generate_cpp() (needs project() to enable C)
 
 # CAF 0.17.6 ships neither a CMake config nor a .pc file.
 find_path(CAF_INCLUDE_DIR caf/all.hpp REQUIRED)

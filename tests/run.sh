@@ -4,7 +4,7 @@
 # with ASan+UBSan, a bounded libFuzzer run, and the README's quickstart on the same build.
 # Exits non-zero on any failure. Knobs (environment):
 #   SY_BUILD_DIR      build folder (default build)
-#   SY_SANITIZERS=0   skip the ASan+UBSan pass      SY_FUZZ_SECONDS   fuzzing time (default 60; 0 skips)
+#   SY_SANITIZERS=0   skip the ASan+UBSan pass      SY_FUZZ_SECONDS   time per fuzzer (default 45; 0 skips)
 #   SY_QUICKSTART=0   skip the quickstart check     SY_CTEST_ARGS     extra ctest arguments (e.g. -L unit)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,13 +35,14 @@ if [ "${SY_SANITIZERS:-1}" != "0" ]; then
     ctest --test-dir build-asan --output-on-failure -j "$jobs" -L unit
 fi
 
-fuzz_seconds=${SY_FUZZ_SECONDS:-60}
+fuzz_seconds=${SY_FUZZ_SECONDS:-45}
 if [ "$fuzz_seconds" != "0" ] && command -v clang++ >/dev/null; then
-  step "fuzzing the safetensors header parser for ${fuzz_seconds}s (build-fuzz)"
+  step "fuzzing the safetensors header parser and the wire decoder, ${fuzz_seconds}s each (build-fuzz)"
   CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DSY_FUZZ=ON -DSY_WITH_CUDA=OFF \
     -DSY_BUILD_BENCH=OFF >/dev/null
-  cmake --build build-fuzz -j "$jobs" --target safetensors_header_fuzz
-  ./tests/fuzz/run_fuzz.sh build-fuzz "$fuzz_seconds"
+  cmake --build build-fuzz -j "$jobs" --target safetensors_header_fuzz wire_decode_fuzz
+  ./tests/fuzz/run_fuzz.sh build-fuzz "$fuzz_seconds" safetensors_header
+  ./tests/fuzz/run_fuzz.sh build-fuzz "$fuzz_seconds" wire_decode
 fi
 
 if [ "${SY_QUICKSTART:-1}" != "0" ]; then
