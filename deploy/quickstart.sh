@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The README's first command: installs the dependencies, builds Switchyard, makes the tiny
 # DeepSeek-V3-architecture model and runs the main job on it. Today the main job is to inspect
-# the model and tokenize a few prompts (plain and in the chat format); the cluster joins here as
-# it lands. Environment: SY_BUILD_DIR (default build), SY_MODEL_DIR (default <data dir>/models/tiny).
+# the model, tokenize a few prompts (plain and in the chat format) and generate with the
+# single-process engine (MTP on); the cluster joins here as it lands. Environment: SY_BUILD_DIR (default build), SY_MODEL_DIR (default <data dir>/models/tiny).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,5 +28,8 @@ echo "== tokenize =="
 echo
 echo "== the chat format =="
 "$sy" tokenize --model "$model" --chat "What does a switchyard do?"
+echo
+echo "== generate (single-process engine, cpu backend, MTP drafts; random weights, so the text is noise) =="
+"$sy" generate --model "$model" --chat --prompt "What does a switchyard do?" --max-tokens 24 --mtp
 echo
 echo "quickstart: done. Model at $model; try: $sy inspect $model --tensors"

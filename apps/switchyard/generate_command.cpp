@@ -36,7 +36,7 @@ struct GenerateArgs {
   std::uint64_t seed = 0;
   bool mtp = false;
   std::string numerics = "fp8act";
-  std::string backend = "ref";
+  std::string backend = backend_names().back();  // the fastest linked in
   std::string dump_logits;
   std::int64_t max_seq_len = 0;
   std::int64_t chunk = 512;

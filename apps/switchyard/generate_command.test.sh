@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `switchyard generate` end to end on the tiny model (ref backend): streamed text and the stats
+# `switchyard generate` end to end on the tiny model (default backend): streamed text and the stats
 # line, --dump-logits size, --mtp giving the greedy text of a plain run, --chat, and exit code 1
 # with a message naming the problem for each kind of bad input.
 # Env: SY_BUILD_DIR (set by ctest), SY_DATA_DIR (default ~/.cache/switchyard). Exit 77 (skipped)
