@@ -69,10 +69,6 @@ class Reader {
   std::vector<std::string>& problems_;
 };
 
-double yarn_get_mscale(double factor, double mscale) {
-  return factor <= 1.0 ? 1.0 : 0.1 * mscale * std::log(factor) + 1.0;
-}
-
 }  // namespace
 
 ConfigError::ConfigError(std::string source, std::vector<std::string> problems)
@@ -307,14 +303,7 @@ std::int64_t ModelConfig::num_moe_layers() const {
   return n;
 }
 
-double ModelConfig::softmax_scale() const {
-  double scale = 1.0 / std::sqrt(static_cast<double>(qk_head_dim()));
-  if (yarn && yarn->mscale_all_dim != 0.0) {
-    const double m = yarn_get_mscale(yarn->factor, yarn->mscale_all_dim);
-    scale *= m * m;
-  }
-  return scale;
-}
+double ModelConfig::softmax_scale() const { return gpu::attention_softmax_scale(qk_head_dim(), yarn); }
 
 nlohmann::ordered_json ModelConfig::to_json() const {
   nlohmann::ordered_json j;

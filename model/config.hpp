@@ -14,6 +14,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "gpu/rope.hpp"
+
 namespace sy::model {
 
 // A config problem. what() lists every problem found, each naming its key.
@@ -26,16 +28,9 @@ class ConfigError : public std::runtime_error {
   std::vector<std::string> problems_;
 };
 
-// rope_scaling of type "yarn" (spec §1.5). The frequency correction and the mscale² softmax factor
-// apply whenever it is present, as Hugging Face does.
-struct YarnScaling {
-  double factor = 40.0;
-  std::int64_t original_max_position_embeddings = 4096;
-  double beta_fast = 32.0;
-  double beta_slow = 1.0;
-  double mscale = 1.0;
-  double mscale_all_dim = 0.0;
-};
+// rope_scaling of type "yarn" (spec §1.5): the kernel API's own parameters. The frequency
+// correction and the mscale² softmax factor apply whenever it is present, as Hugging Face does.
+using YarnScaling = gpu::YarnParams;
 
 // quantization_config: only DeepSeek's block FP8 (e4m3, 128x128 weight blocks, dynamic 1x128
 // activations) exists in this architecture's checkpoints; anything else is rejected by name.
