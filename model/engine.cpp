@@ -165,6 +165,24 @@ void Engine::truncate(SequenceId seq, std::int64_t length) {
   s.mtp_length = std::min(s.mtp_length, length);
 }
 
+void Engine::adopt_sequence(SequenceId seq, std::int64_t length, std::int64_t mtp_length) {
+  SeqState& s = state(seq);
+  if (s.length != 0 || s.mtp_length != 0) {
+    throw std::invalid_argument(fmt::format(
+        "engine: sequence {} already holds {} tokens; only an empty sequence can be adopted", seq, s.length));
+  }
+  if (length < 1 || length > cache_.reserved(seq)) {
+    throw std::invalid_argument(fmt::format("engine: cannot adopt {} tokens into sequence {}, whose pages hold {}",
+                                            length, seq, cache_.reserved(seq)));
+  }
+  if (mtp_length < 0 || mtp_length > length || (mtp_length > 0 && !has_mtp())) {
+    throw std::invalid_argument(fmt::format("engine: cannot adopt {} MTP positions for {} tokens{}", mtp_length, length,
+                                            has_mtp() ? "" : " (this engine keeps no MTP cache)"));
+  }
+  s.length = length;
+  s.mtp_length = mtp_length;
+}
+
 void Engine::reserve_for(const std::vector<std::pair<SequenceId, std::int64_t>>& needs) {
   // All or nothing: count the pages the whole step needs before reserving any.
   std::int64_t pages = 0;

@@ -38,8 +38,6 @@ struct EngineOptions {
   bool mtp = true;  // keep the MTP layer's cache (when the model has MTP) so mtp_step works
 };
 
-using SequenceId = std::int32_t;
-
 enum class InputKind {
   prompt,  // a chunk of the prompt (naive attention under automatic)
   decode,  // generated tokens: one decode token, or [token, draft] for MTP verification
@@ -108,6 +106,12 @@ class Engine {
   // Rolls the sequence back to `length` tokens (MTP rejection); the dropped positions' cache
   // entries are overwritten by later steps. Pages stay reserved.
   void truncate(SequenceId seq, std::int64_t length);
+  // Takes over a sequence whose cache entries were written from outside (a KV hand-off: another
+  // engine's prefill, put into this cache's pages by RMA or copied; model/kv_transfer.hpp): main
+  // layers hold positions [0, length), the MTP layer [0, mtp_length). Steps continue at those
+  // positions. REQUIRES: seq is live and empty (length 0), its reservation holds `length` tokens,
+  // 0 <= mtp_length <= length, and mtp_length == 0 unless has_mtp() (std::invalid_argument).
+  void adopt_sequence(SequenceId seq, std::int64_t length, std::int64_t mtp_length);
 
   // Runs the main model on a batch. Each sequence at most once; all tokens together at most
   // max_chunk_tokens. Validates everything (std::invalid_argument) and reserves pages
@@ -121,6 +125,9 @@ class Engine {
   const EngineOptions& options() const { return options_; }
   const gpu::Backend& backend() const { return backend_; }
   const KvCache& kv_cache() const { return cache_; }
+  // The KV arena (every layer's pool): for registering with a transport and for a hand-off's
+  // writes into pages reserved for a sequence that will be adopted. Nothing else may write it.
+  std::span<std::byte> kv_arena() { return {cache_.arena(), static_cast<std::size_t>(cache_.arena_bytes())}; }
   float softmax_scale() const { return softmax_scale_; }
 
  private:

@@ -1,12 +1,14 @@
 // Token generation on an Engine: prompts prefilled in chunks, then decode steps, for a batch of
 // requests that share every step; per-request sampling, EOS and max-token stops, and optional
 // MTP self-speculative decoding (greedy requests only). Used by `switchyard generate` and tests;
-// a serving loop will drive Engine the same way. Runs on the caller's thread; borrows the Engine.
+// built on DecodeBatcher, which serving workers drive directly. Runs on the caller's thread;
+// borrows the Engine.
 #pragma once
 
 #include <cstdint>
 #include <functional>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "gpu/sampling.hpp"
@@ -42,12 +44,17 @@ struct GenerationResult {
   double decode_seconds = 0.0;    // from the first to the last generated token
 };
 
+// Checks one request against the engine (prompt ids, max_tokens, context length, sampler);
+// throws std::invalid_argument starting with `where` (e.g. "request 3") and naming the problem.
+void validate_request(const Engine& engine, const GenerationRequest& request, const std::string& where);
+
 // Called once per generated token, in order, as soon as it is known.
 using TokenSink = std::function<void(std::size_t request, std::int32_t token)>;
 
 // Validates every request first (std::invalid_argument naming the request and the problem),
 // admits all of them (KvPoolExhausted, retryable, when the pool cannot hold prompt + max_tokens
-// for each), runs to completion and frees their sequences.
+// for each), runs to completion and frees their sequences. Runs a DecodeBatcher with every
+// request running from the first step (model/decode_batcher.hpp holds the step logic).
 std::vector<GenerationResult> generate(Engine& engine, std::span<const GenerationRequest> requests,
                                        const GenerationOptions& options, const TokenSink& sink = nullptr);
 

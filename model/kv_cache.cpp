@@ -3,8 +3,15 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cstring>
+#include <new>
 
 namespace sy::model {
+namespace {
+
+constexpr std::size_t kArenaAlignment = 4096;
+
+}  // namespace
 
 KvPoolExhausted::KvPoolExhausted(std::int64_t needed, std::int64_t free, std::int64_t capacity)
     : std::runtime_error(fmt::format("KV cache pool exhausted: need {} more pages, {} of {} free (retry when "
@@ -63,23 +70,39 @@ KvCache::KvCache(const KvCacheOptions& options)
   table_.assign(static_cast<std::size_t>(options.max_seqs * max_pages_per_seq_), -1);
   pages_held_.assign(static_cast<std::size_t>(options.max_seqs), 0);
   row_used_.assign(static_cast<std::size_t>(options.max_seqs), false);
-  const auto layer_elems = static_cast<std::size_t>(options.num_pages * gpu::kMlaPageSize * entry_dim());
-  for (std::int64_t l = 0; l < options.num_layers; ++l) {
-    if (options.dtype == gpu::KvCacheDtype::fp32) {
-      fp32_pools_.emplace_back(layer_elems, 0.0f);
-    } else {
-      bf16_pools_.emplace_back(layer_elems, gpu::bf16{0});
-    }
-  }
+  // Zeroed (never-written entries read as 0, not as leftover heap bytes); page-aligned so the
+  // arena can be registered for RMA as it is.
+  const auto bytes = static_cast<std::size_t>(arena_bytes());
+  arena_.reset(static_cast<std::byte*>(::operator new[](bytes, std::align_val_t{kArenaAlignment})));
+  std::memset(arena_.get(), 0, bytes);
+}
+
+void KvCache::ArenaDelete::operator()(std::byte* p) const {
+  ::operator delete[](p, std::align_val_t{kArenaAlignment});
 }
 
 std::int64_t KvCache::pages_for(std::int64_t length) { return (length + gpu::kMlaPageSize - 1) / gpu::kMlaPageSize; }
 
 std::int64_t KvCache::live_sequences() const { return std::count(row_used_.begin(), row_used_.end(), true); }
 
-std::int64_t KvCache::layer_bytes() const {
-  const std::int64_t elem = options_.dtype == gpu::KvCacheDtype::fp32 ? 4 : 2;
-  return options_.num_pages * gpu::kMlaPageSize * entry_dim() * elem;
+std::int64_t KvCache::token_bytes() const {
+  return entry_dim() * (options_.dtype == gpu::KvCacheDtype::fp32 ? 4 : 2);
+}
+
+std::int64_t KvCache::layer_bytes() const { return options_.num_pages * page_bytes(); }
+
+std::int64_t KvCache::page_offset(std::int64_t layer, std::int32_t page) const {
+  if (layer < 0 || layer >= options_.num_layers || page < 0 || page >= options_.num_pages) {
+    throw std::invalid_argument(fmt::format("KV cache: page {} of layer {} is outside [0, {}) x [0, {})", page, layer,
+                                            options_.num_pages, options_.num_layers));
+  }
+  return layer * layer_bytes() + page * page_bytes();
+}
+
+std::vector<std::int32_t> KvCache::pages(std::int32_t seq) const {
+  check_seq(seq);
+  const auto first = table_.begin() + seq * max_pages_per_seq_;
+  return {first, first + pages_held_[static_cast<std::size_t>(seq)]};
 }
 
 void KvCache::check_seq(std::int32_t seq) const {
@@ -131,9 +154,7 @@ gpu::MlaKvCache KvCache::layer(std::int64_t layer) {
     throw std::invalid_argument(fmt::format("KV cache: layer {} outside [0, {})", layer, options_.num_layers));
   }
   gpu::MlaKvCache c;
-  const auto l = static_cast<std::size_t>(layer);
-  c.data = options_.dtype == gpu::KvCacheDtype::fp32 ? static_cast<void*>(fp32_pools_[l].data())
-                                                     : static_cast<void*>(bf16_pools_[l].data());
+  c.data = arena_.get() + layer * layer_bytes();
   c.dtype = options_.dtype;
   c.num_pages = options_.num_pages;
   c.kv_lora_rank = options_.kv_lora_rank;
@@ -156,15 +177,15 @@ void KvCache::read(std::int64_t layer, std::int32_t seq, std::int64_t begin, std
         "KV cache: read of layer {} positions [{}, {}) of sequence {} is out of range", layer, begin, end, seq));
   }
   const std::int64_t dim = entry_dim();
-  const auto l = static_cast<std::size_t>(layer);
+  const std::byte* pool = arena_.get() + layer * layer_bytes();
   for (std::int64_t p = begin; p < end; ++p) {
     const std::int32_t page = table_[static_cast<std::size_t>(seq * max_pages_per_seq_ + p / gpu::kMlaPageSize)];
-    const std::int64_t offset = (page * gpu::kMlaPageSize + p % gpu::kMlaPageSize) * dim;
+    const std::byte* entry = pool + (page * gpu::kMlaPageSize + p % gpu::kMlaPageSize) * token_bytes();
     float* dst = out + (p - begin) * dim;
     if (options_.dtype == gpu::KvCacheDtype::fp32) {
-      std::copy_n(fp32_pools_[l].data() + offset, dim, dst);
+      std::memcpy(dst, entry, static_cast<std::size_t>(dim) * sizeof(float));
     } else {
-      const gpu::bf16* src = bf16_pools_[l].data() + offset;
+      const auto* src = reinterpret_cast<const gpu::bf16*>(entry);
       for (std::int64_t i = 0; i < dim; ++i) dst[i] = gpu::bf16_to_float(src[i]);
     }
   }

@@ -3,9 +3,14 @@
 // the MLA kernels' block table (gpu/mla.hpp). One page id indexes every layer's pool, so a
 // sequence reserves pages once for all layers. Owned by the Engine; not thread-safe (the engine's
 // step loop is its only user). The pools are host memory: the ref and cpu backends read them.
+// All layers' pools live in one page-aligned arena (layer l at l * layer_bytes()), so a decode
+// worker registers one memory region for RMA and a KV hand-off is a per-page copy
+// (model/kv_transfer.hpp).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -15,6 +20,9 @@
 #include "gpu/mla.hpp"
 
 namespace sy::model {
+
+// A sequence: its block-table row (the engine's sequence ids are these rows).
+using SequenceId = std::int32_t;
 
 // The pool has too few free pages for a request. Retryable: the caller refuses admission (or
 // waits for other sequences to finish); nothing was allocated.
@@ -84,6 +92,22 @@ class KvCache {
   const KvCacheOptions& options() const { return options_; }
   // Bytes of one layer's pool.
   std::int64_t layer_bytes() const;
+  // Bytes of one token's entry in one layer: (kv_lora_rank + rope_dim) * sizeof(dtype).
+  std::int64_t token_bytes() const;
+  // Bytes of one page of one layer (kMlaPageSize entries).
+  std::int64_t page_bytes() const { return gpu::kMlaPageSize * token_bytes(); }
+
+  // The arena holding every layer's pool: layer l's page p starts at page_offset(l, p). Host
+  // memory, 4096-byte aligned, arena_bytes() long, alive as long as the cache. The mutable view
+  // exists for external writers (a KV hand-off's RMA puts or copies into reserved pages) and for
+  // registering the arena with a transport; the engine's steps are its only other writers.
+  const std::byte* arena() const { return arena_.get(); }
+  std::byte* arena() { return arena_.get(); }
+  std::int64_t arena_bytes() const { return options_.num_layers * layer_bytes(); }
+  // Bytes from arena() to the first entry of page `page` in layer `layer`.
+  std::int64_t page_offset(std::int64_t layer, std::int32_t page) const;
+  // The sequence's page ids in logical order (position q lives in pages[q / kMlaPageSize]).
+  std::vector<std::int32_t> pages(std::int32_t seq) const;
 
   // The kernel views: layer `layer`'s pool and the shared block table (unused entries are -1,
   // which the ref backend rejects, so reading an unreserved position is an error, not garbage).
@@ -105,8 +129,10 @@ class KvCache {
   std::vector<std::int32_t> table_;       // [max_seqs, max_pages_per_seq], -1 = none
   std::vector<std::int64_t> pages_held_;  // per row
   std::vector<bool> row_used_;
-  std::vector<std::vector<float>> fp32_pools_;      // per layer, when dtype == fp32
-  std::vector<std::vector<gpu::bf16>> bf16_pools_;  // per layer, when dtype == bf16
+  struct ArenaDelete {
+    void operator()(std::byte* p) const;
+  };
+  std::unique_ptr<std::byte[], ArenaDelete> arena_;  // [num_layers, num_pages, 64, entry] of dtype
 };
 
 }  // namespace sy::model
