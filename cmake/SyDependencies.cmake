@@ -9,6 +9,7 @@ pkg_check_modules(PCRE2 REQUIRED IMPORTED_TARGET libpcre2-8)
 find_package(BLAS REQUIRED)
 find_package(ucx REQUIRED)  # targets ucx::ucp and ucx::ucs: link both
 find_package(CapnProto REQUIRED)  # CapnProto::capnp; capnp_generate_cpp() (needs project() to enable C)
+find_package(tomlplusplus 3 CONFIG REQUIRED)  # tomlplusplus::tomlplusplus (the cluster config, actors/config)
 
 # CAF 0.17.6 ships neither a CMake config nor a .pc file.
 find_path(CAF_INCLUDE_DIR caf/all.hpp REQUIRED)
@@ -16,7 +17,9 @@ find_library(CAF_CORE_LIBRARY caf_core REQUIRED)
 find_library(CAF_IO_LIBRARY caf_io REQUIRED)
 add_library(caf::core SHARED IMPORTED)
 set_target_properties(caf::core PROPERTIES IMPORTED_LOCATION "${CAF_CORE_LIBRARY}"
-  INTERFACE_INCLUDE_DIRECTORIES "${CAF_INCLUDE_DIR}" INTERFACE_LINK_LIBRARIES Threads::Threads)
+  INTERFACE_INCLUDE_DIRECTORIES "${CAF_INCLUDE_DIR}" INTERFACE_LINK_LIBRARIES Threads::Threads
+  # CAF 0.17 headers warn under -Wpedantic/-Wshadow: include them as system headers.
+  INTERFACE_SYSTEM_INCLUDE_DIRECTORIES "${CAF_INCLUDE_DIR}")
 add_library(caf::io SHARED IMPORTED)
 set_target_properties(caf::io PROPERTIES IMPORTED_LOCATION "${CAF_IO_LIBRARY}"
   INTERFACE_LINK_LIBRARIES caf::core)

@@ -27,4 +27,10 @@ void add_model_commands(CLI::App& app, CommandTable& commands);
 // generate: a prompt through the single-process engine (generate_command.cpp).
 void add_generate_command(CLI::App& app, CommandTable& commands);
 
+// serve: one node of a cluster (serve_command.cpp).
+void add_serve_command(CLI::App& app, CommandTable& commands);
+
+// local: a whole cluster on this machine, one serve process per node (local_command.cpp).
+void add_local_command(CLI::App& app, CommandTable& commands);
+
 }  // namespace sy::apps

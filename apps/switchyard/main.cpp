@@ -1,5 +1,6 @@
 // switchyard: the one binary of a node. Today: the model tools (inspect, tokenize,
-// make-tiny-model) and single-process generate; serve, local and bench join as the cluster lands.
+// make-tiny-model), single-process generate, and the cluster skeleton (serve one node, local
+// starts a whole cluster); bench joins later.
 // Exit codes: 0 ok, 1 bad input or failure (the message names the problem), 2 bad command line.
 #include <CLI/CLI.hpp>
 #include "apps/switchyard/commands.hpp"
@@ -10,6 +11,8 @@ int main(int argc, char** argv) {
   sy::apps::CommandTable commands;
   sy::apps::add_model_commands(app, commands);
   sy::apps::add_generate_command(app, commands);
+  sy::apps::add_serve_command(app, commands);
+  sy::apps::add_local_command(app, commands);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

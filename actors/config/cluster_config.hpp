@@ -1,0 +1,111 @@
+// The cluster configuration: one TOML file names every node (address, ports, roles), the model,
+// the client API addresses and the serving limits (DESIGN.md "Interfaces and defaults"). Every
+// node process reads the same file (`switchyard serve --config C --node N`); `switchyard local`
+// starts one process per [[node]]. Parsing is strict: an unknown key, a wrong type or a broken
+// rule is a ConfigError naming the file, the TOML line and the key. Plain data, CAF-free;
+// immutable after parsing and safe to share between threads.
+//
+// Format (deploy/local-cluster.toml is a complete sample; defaults in brackets):
+//   [cluster]  name ["switchyard"], admin_token [none], heartbeat_ms [1000], peer_timeout_s [30]
+//   [model]    path [none yet], numerics ["fp8act" | "dequant"], backend ["" = fastest | ref | cpu | cuda]
+//   [api]      rpc ["127.0.0.1:7433"], http ["127.0.0.1:8000"]
+//   [decode]   kv_pages [4096], max_batch [64]
+//   [experts]  redundant [0]
+//   [[node]]   name, host ["127.0.0.1"], transport_port, metrics_port, roles = ["router", ...]
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace sy::actors::config {
+
+// What a node hosts (DESIGN.md "Roles"); the order of schemas::Role in control.capnp.
+enum class Role : std::uint8_t { router, prefill, decode, expert_host, load_stats, controller };
+inline constexpr std::size_t role_count = 6;
+
+// "router", "prefill", "decode", "expert_host", "load_stats", "controller".
+std::string_view role_name(Role role);
+std::optional<Role> parse_role(std::string_view name);
+// "router, prefill" (config order).
+std::string join_roles(const std::vector<Role>& roles);
+
+// A host and a TCP port, written "HOST:PORT" in the file.
+struct Endpoint {
+  std::string host;
+  std::uint16_t port = 0;
+  std::string to_string() const;
+};
+
+struct NodeConfig {
+  std::string name;                 // 1..64 of [A-Za-z0-9._-], unique in the cluster
+  std::string host = "127.0.0.1";   // where its listeners bind and peers reach it
+  std::uint16_t transport_port = 0; // UCX listener (1..65535; 0 is refused: peers must know it)
+  std::uint16_t metrics_port = 0;   // Prometheus /metrics (1..65535)
+  std::vector<Role> roles;          // at least one, each at most once, in file order
+  std::uint32_t line = 0;           // the [[node]] header's line, for later error messages
+
+  bool has_role(Role role) const;
+  std::string transport_address() const;  // "host:transport_port", what Transport::listen takes
+};
+
+struct ClusterSettings {
+  std::string name = "switchyard";
+  std::string admin_token;              // empty: none configured (admin calls then refused)
+  std::uint32_t heartbeat_ms = 1000;    // Heartbeat interval (10..60000)
+  std::uint32_t peer_timeout_s = 30;    // how long a starting node waits for its peers (1..3600)
+};
+
+struct ModelConfig {
+  std::string path;                 // model folder; empty until a role needs weights
+  std::string numerics = "fp8act";  // "fp8act" | "dequant" (model::parse_numerics)
+  std::string backend;              // "" (the fastest in the build) | "ref" | "cpu" | "cuda"
+};
+
+struct ApiConfig {
+  Endpoint rpc{"127.0.0.1", 7433};   // Cap'n Proto cluster API (served by the router node)
+  Endpoint http{"127.0.0.1", 8000};  // OpenAI-compatible HTTP
+};
+
+struct DecodeConfig {
+  std::uint32_t kv_pages = 4096;  // latent-cache pages per layer pool, per decode node (>= 1)
+  std::uint32_t max_batch = 64;   // running requests per decode node (1..4096)
+};
+
+struct ExpertsConfig {
+  std::uint32_t redundant = 0;  // redundant expert slots per MoE layer (EPLB), 0..4096
+};
+
+struct ClusterConfig {
+  std::string source = "<string>";  // the file it came from, for messages
+  ClusterSettings cluster;
+  ModelConfig model;
+  ApiConfig api;
+  DecodeConfig decode;
+  ExpertsConfig experts;
+  std::vector<NodeConfig> nodes;  // file order
+
+  const NodeConfig* find_node(std::string_view name) const;
+  // Throws ConfigError naming the configured nodes when there is no such node.
+  const NodeConfig& node(std::string_view name) const;
+  std::vector<const NodeConfig*> nodes_with(Role role) const;
+};
+
+// what(): "<source>:<line>: <key>: <problem>" (the line is left out when unknown).
+class ConfigError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// Parses and validates. `source` names the text in messages. Throws ConfigError.
+ClusterConfig parse_cluster_config(std::string_view toml_text, std::string source = "<string>");
+// Reads and parses a file. Throws ConfigError (also when it cannot be read).
+ClusterConfig load_cluster_config(const std::string& path);
+// The config as TOML that parse_cluster_config reads back to an equal config (`switchyard local
+// --model` writes its generated cluster with it).
+std::string to_toml(const ClusterConfig& config);
+
+}  // namespace sy::actors::config
