@@ -1,6 +1,8 @@
 // Host half of the CPU GEMMs: validation, operand preparation (activations decoded once per
-// call to fp32, transposed for the tiled kernel), and the split into tasks of 64 output columns
-// (n), which depends on the shape only, so results do not depend on the thread count.
+// call to fp32), and the split into tasks of 64 output columns (n). Results do not depend on the
+// thread count (the split depends on n only) nor on the batch: GEMV (m <= 8) and the tiled
+// kernel share one per-output summation order (isa_impl.hpp), so each row of C is what an m = 1
+// call gives.
 #include <cstdint>
 
 #include "gpu/cpu/isa_kernels.hpp"
@@ -18,8 +20,9 @@ using detail::kGemvMaxM;
 using detail::round_up;
 using detail::WeightFormat;
 
-// Rows of A per tiled pass, bounding the Aᵀ panel and the per-task accumulator (64 × 512 fp32).
-constexpr std::int64_t kTilePanelM = 512;
+// Rows of A converted to fp32 per pass, bounding that copy (512 × k floats). Which pass or kernel
+// a row lands in does not change its result.
+constexpr std::int64_t kRowsPerPass = 512;
 
 // Reads activation (m, k) as fp32 and its block scale; one adapter per GEMM flavour.
 struct Fp8Activations {
@@ -43,49 +46,36 @@ void run_gemm(GemmArgs g, const Act& act, std::int64_t m_total, float* c, std::i
   const detail::IsaKernels& kernels = detail::active_kernels();
   ThreadPool& pool = thread_pool();
   const std::int64_t tasks = (g.n + kGemmTaskRows - 1) / kGemmTaskRows;
-  if (m_total <= kGemvMaxM) {
-    g.m = m_total;
-    g.lda = round_up(g.k, 16);
+  g.lda = round_up(g.k, 16);
+  g.ldc = ldc;
+  for (std::int64_t m0 = 0; m0 < m_total; m0 += kRowsPerPass) {
+    g.m = m_total - m0 < kRowsPerPass ? m_total - m0 : kRowsPerPass;
     AlignedFloats a(g.m * g.lda);
     AlignedFloats scales(g.m * g.k_blocks);
-    for (std::int64_t m = 0; m < g.m; ++m) {
-      for (std::int64_t k = 0; k < g.k; ++k) a.data()[m * g.lda + k] = act.value(m, k);
-      for (std::int64_t kb = 0; kb < g.k_blocks; ++kb) scales.data()[m * g.k_blocks + kb] = act.scale(m, kb);
-    }
-    g.a = a.data();
-    g.a_scales = Act::kScaled ? scales.data() : nullptr;
-    g.c = c;
-    g.ldc = ldc;
-    const std::int64_t slice = detail::per_worker(detail::gemm_scratch_floats(g.lda));
-    AlignedFloats scratch(slice * pool.size());
-    pool.run(tasks, [&](std::int64_t t, int worker) {
-      const std::int64_t n0 = t * kGemmTaskRows;
-      kernels.gemv(g, n0, n0 + kGemmTaskRows < g.n ? n0 + kGemmTaskRows : g.n, scratch.data() + worker * slice);
-    });
-    return;
-  }
-  for (std::int64_t m0 = 0; m0 < m_total; m0 += kTilePanelM) {
-    g.m = m_total - m0 < kTilePanelM ? m_total - m0 : kTilePanelM;
-    g.lda = round_up(g.m, 16);
-    AlignedFloats at(g.k * g.lda);
-    AlignedFloats scales(g.k_blocks * g.lda);
-    // Aᵀ, one 128-deep block of k per task.
-    pool.run(g.k_blocks, [&](std::int64_t kb, int) {
-      const std::int64_t k_end = (kb + 1) * 128 < g.k ? (kb + 1) * 128 : g.k;
-      for (std::int64_t m = 0; m < g.m; ++m) {
-        for (std::int64_t k = kb * 128; k < k_end; ++k) at.data()[k * g.lda + m] = act.value(m0 + m, k);
-        scales.data()[kb * g.lda + m] = act.scale(m0 + m, kb);
+    // A as fp32, 16 rows per task.
+    pool.run((g.m + 15) / 16, [&](std::int64_t t, int) {
+      for (std::int64_t m = t * 16; m < g.m && m < (t + 1) * 16; ++m) {
+        for (std::int64_t k = 0; k < g.k; ++k) a.data()[m * g.lda + k] = act.value(m0 + m, k);
+        for (std::int64_t kb = 0; kb < g.k_blocks; ++kb) scales.data()[m * g.k_blocks + kb] = act.scale(m0 + m, kb);
       }
     });
-    g.a = at.data();
+    g.a = a.data();
     g.a_scales = Act::kScaled ? scales.data() : nullptr;
     g.c = c + m0 * ldc;
-    g.ldc = ldc;
-    const std::int64_t slice = detail::per_worker(detail::gemm_scratch_floats(g.lda));
-    AlignedFloats scratch(slice * pool.size());
-    pool.run(tasks, [&](std::int64_t t, int worker) {
-      kernels.gemm_tile(g, t * kGemmTaskRows, scratch.data() + worker * slice);
-    });
+    if (g.m <= kGemvMaxM) {
+      const std::int64_t slice = detail::per_worker(detail::gemv_scratch_floats());
+      AlignedFloats scratch(slice * pool.size());
+      pool.run(tasks, [&](std::int64_t t, int worker) {
+        const std::int64_t n0 = t * kGemmTaskRows;
+        kernels.gemv(g, n0, n0 + kGemmTaskRows < g.n ? n0 + kGemmTaskRows : g.n, scratch.data() + worker * slice);
+      });
+    } else {
+      const std::int64_t slice = detail::per_worker(detail::gemm_scratch_floats());
+      AlignedFloats scratch(slice * pool.size());
+      pool.run(tasks, [&](std::int64_t t, int worker) {
+        kernels.gemm_tile(g, t * kGemmTaskRows, scratch.data() + worker * slice);
+      });
+    }
   }
 }
 

@@ -216,6 +216,76 @@ TEST_P(CpuGemm, ResultsDoNotDependOnThreadCount) {
   }
 }
 
+// Batch invariance (DESIGN.md, "Determinism contract"): row m of C from an m = 1 call must equal,
+// bit for bit, the same row computed inside any batch. Batches of M rows start at varying
+// offsets, with M on both sides of the GEMV/tiled switch (8 | 9), of the vector widths, the
+// tiled kernel's 64-row panels and the 512-row passes (520: a tiled pass, then a GEMV one).
+// n = 200 crosses a 128-row weight-scale block and ends in a ragged task.
+constexpr std::int64_t kBatchSizes[] = {2, 7, 8, 9, 17, 64, 512, 520};
+constexpr std::int64_t kMaxBatch = 520;
+
+// run(first, rows, c) computes C rows [first, first + rows) into c [rows, ldc].
+template <class Run>
+void expect_batch_invariant(std::int64_t n, std::int64_t ldc, const Run& run) {
+  std::vector<float> single(static_cast<std::size_t>(kMaxBatch * ldc), kSentinel);
+  for (std::int64_t m = 0; m < kMaxBatch; ++m) run(m, 1, single.data() + m * ldc);
+  for (const std::int64_t rows : kBatchSizes) {
+    const std::int64_t first = rows * 37 % (kMaxBatch - rows + 1);
+    std::vector<float> batch(static_cast<std::size_t>(rows * ldc), kSentinel);
+    run(first, rows, batch.data());
+    std::int64_t differing = 0, first_differing = -1;
+    for (std::int64_t i = 0; i < rows; ++i) {
+      if (std::memcmp(batch.data() + i * ldc, single.data() + (first + i) * ldc, n * sizeof(float)) != 0) {
+        if (differing++ == 0) first_differing = first + i;
+      }
+    }
+    EXPECT_EQ(differing, 0) << "batch of " << rows << " rows from " << first << ": first differing row "
+                            << first_differing;
+  }
+}
+
+TEST_P(CpuGemm, Fp8RowsDoNotDependOnTheBatch) {
+  TestRng rng(24);
+  const std::int64_t n = 200, k = 384, lda = k + 16, ldb = k, ldc = n + 3;
+  const std::vector<float> x = rng.normals(static_cast<std::size_t>(kMaxBatch * lda), 1.0f);
+  std::vector<fp8_e4m3> a(x.size(), fp8_e4m3{0});
+  std::vector<float> a_scales(static_cast<std::size_t>(kMaxBatch * (k / 128)));
+  ref::act_quant({.x = x.data(), .y = a.data(), .scales = a_scales.data(), .rows = kMaxBatch, .cols = k,
+                  .x_stride = lda, .y_stride = lda, .scale_row_stride = k / 128});
+  std::vector<fp8_e4m3> b;
+  std::vector<float> b_scales;
+  make_fp8_weight(rng, n, k, ldb, b, b_scales);
+  expect_batch_invariant(n, ldc, [&](std::int64_t first, std::int64_t rows, float* c) {
+    fp8_gemm({.a = a.data() + first * lda, .a_scales = a_scales.data() + first * (k / 128), .b = b.data(),
+              .b_scales = b_scales.data(), .c = c, .m = rows, .n = n, .k = k, .lda = lda, .ldb = ldb, .ldc = ldc,
+              .a_scale_row_stride = k / 128, .a_scale_col_stride = 1});
+  });
+}
+
+TEST_P(CpuGemm, Fp8DequantRowsDoNotDependOnTheBatch) {
+  TestRng rng(25);
+  const std::int64_t n = 200, k = 300, lda = k + 3, ldb = k + 9, ldc = n;  // ragged last k block
+  const std::vector<float> a = rng.normals(static_cast<std::size_t>(kMaxBatch * lda), 1.0f);
+  std::vector<fp8_e4m3> b;
+  std::vector<float> b_scales;
+  make_fp8_weight(rng, n, k, ldb, b, b_scales);
+  expect_batch_invariant(n, ldc, [&](std::int64_t first, std::int64_t rows, float* c) {
+    fp8_dequant_gemm({.a = a.data() + first * lda, .b = b.data(), .b_scales = b_scales.data(), .c = c, .m = rows,
+                      .n = n, .k = k, .lda = lda, .ldb = ldb, .ldc = ldc});
+  });
+}
+
+TEST_P(CpuGemm, Bf16RowsDoNotDependOnTheBatch) {
+  TestRng rng(26);
+  const std::int64_t n = 200, k = 300, lda = k, ldb = k + 1, ldc = n + 1;
+  const std::vector<float> a = rng.normals(static_cast<std::size_t>(kMaxBatch * lda), 1.0f);
+  const std::vector<bf16> b = rng.bf16_normals(static_cast<std::size_t>(n * ldb), 0.05f);
+  expect_batch_invariant(n, ldc, [&](std::int64_t first, std::int64_t rows, float* c) {
+    bf16_gemm({.a = a.data() + first * lda, .b = b.data(), .c = c, .m = rows, .n = n, .k = k, .lda = lda, .ldb = ldb,
+               .ldc = ldc});
+  });
+}
+
 INSTANTIATE_TEST_SUITE_P(Isa, CpuGemm, ::testing::ValuesIn(test::kAllIsas), test::isa_param_name);
 
 TEST(CpuGemmApi, ValidatesAndAcceptsEmptyM) {

@@ -12,8 +12,7 @@ struct V256 {
   static constexpr int W = 8;
   static constexpr float kFp8Factor = 256.0f;
   static constexpr int kGemvMg = 2;  // 8 accumulators of 16 registers
-  static constexpr int kTileNr = 4;  // 4 × 3 = 12 accumulators
-  static constexpr int kTileMv = 3;
+  static constexpr int kTileMg = 2;
   static constexpr int kMlaHb = 4;  // scores: 2 tokens × 4 heads; accumulate: 4 heads × 2 vectors
   static constexpr int kMlaDv = 2;
 

@@ -15,8 +15,7 @@ struct V512 {
   static constexpr int W = 16;
   static constexpr float kFp8Factor = 256.0f;
   static constexpr int kGemvMg = 4;  // 16 accumulators
-  static constexpr int kTileNr = 8;  // 8 × 3 = 24 accumulators
-  static constexpr int kTileMv = 3;
+  static constexpr int kTileMg = 6;  // 6 × 4 = 24 accumulators
   static constexpr int kMlaHb = 8;  // scores: 2 tokens × 8 heads; accumulate: 8 heads × 2 vectors
   static constexpr int kMlaDv = 2;
 

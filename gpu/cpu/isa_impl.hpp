@@ -7,7 +7,9 @@
 //
 // V provides: reg, W (lanes), zero/load/store/bcast/add/mul/fma(a,b,c)=a·b+c/hsum/exp,
 // decode_fp8 (W bytes, value × 1/kFp8Factor), decode_bf16 (W halfwords), and the blocking
-// constants kGemvMg, kTileNr, kTileMv, kMlaHb, kMlaDv.
+// constants kGemvMg, kTileMg, kMlaHb, kMlaDv. Blocking never changes a result: each output's
+// operations run in one fixed order whatever the blocking (see "The accumulation order" below
+// and mla_task), which is what makes the kernels batch-invariant.
 #pragma once
 
 #include <cstdint>
@@ -55,14 +57,30 @@ float weight_scale(const GemmArgs& g, std::int64_t n, std::int64_t kb) {
   return g.b_scales == nullptr ? factor : g.b_scales[(n / 128) * g.k_blocks + kb] * factor;
 }
 
+// ---- The accumulation order both GEMM kernels follow, so that an output's bits depend only on
+// its own row of A and on the weight, never on m (which kernel runs), the other rows or the task
+// split. For output (m, n), in W-lane vectors over k, lenv = len rounded up to W (zero padded):
+//   tot = 0
+//   for kb in order:
+//     acc = 0
+//     for k = 0, W, 2W, .. < lenv:  acc = fma(a[m, k0+k ..], w[n, k0+k ..], acc)     (lane-wise)
+//     tot = fma(acc, b_scale[n/128, kb] · a_scale[m, kb], tot)                         (lane-wise)
+//   C[m, n] = V::hsum(tot)                                     (one fixed tree, isa_*.cpp)
+// Lane j of acc sums k ≡ j (mod W) in order. Both kernels run it through the one micro-kernel
+// below (gemv_micro); they differ only in which outputs a call covers and the loops around it.
+// (Vectorizing along n with k sequential instead would need the weight transposed per block,
+// which cost GEMV 1.3-2× at m = 1 in our measurements; this order keeps GEMV as it was and
+// costs the tiled kernel a W-lane total per output.)
+
 // ---- GEMV (m <= 8): vectorized along k; 4 weight rows × MG activation rows per step.
 // Per-block partial sums stay in vector form and are scaled lane-wise into vector totals, so
 // the horizontal sum happens once per output, not once per 128-wide block.
 constexpr int kGemvRows = 4;
 
+// tot[i · tot_stride + r] += acc(row i of a, weight row r) · scales[i], lane-wise, for one block.
 template <class V, int MG>
 void gemv_micro(const float* a, std::int64_t lda, const float* wd, std::int64_t lenv, typename V::reg* tot,
-                const float* scales) {
+                std::int64_t tot_stride, const float* scales) {
   using reg = typename V::reg;
   reg acc[MG][kGemvRows];
   SY_UNROLL
@@ -84,8 +102,38 @@ void gemv_micro(const float* a, std::int64_t lda, const float* wd, std::int64_t 
   for (int i = 0; i < MG; ++i) {
     const reg s = V::bcast(scales[i]);
     SY_UNROLL
-    for (int r = 0; r < kGemvRows; ++r) tot[i * kGemvRows + r] = V::fma(acc[i][r], s, tot[i * kGemvRows + r]);
+    for (int r = 0; r < kGemvRows; ++r) tot[i * tot_stride + r] = V::fma(acc[i][r], s, tot[i * tot_stride + r]);
   }
+}
+
+// Runs f.template operator()<c>() for the count c in 1..N.
+template <int N, class F>
+void with_count(std::int64_t c, F&& f) {
+  if constexpr (N >= 1) {
+    if (c == N) {
+      f.template operator()<N>();
+      return;
+    }
+    with_count<N - 1>(c, f);
+  }
+}
+
+// gemv_micro for rows [0, m) of a, MG at a time.
+template <class V, int MG>
+void gemv_rows(const float* a, std::int64_t lda, std::int64_t m, const float* wd, std::int64_t lenv,
+               typename V::reg* tot, std::int64_t tot_stride, const float* scales) {
+  for (std::int64_t i = 0; i < m; i += MG) {
+    with_count<MG>(imin(MG, m - i), [&]<int mg>() {
+      gemv_micro<V, mg>(a + i * lda, lda, wd, lenv, tot + i * tot_stride, tot_stride, scales + i);
+    });
+  }
+}
+
+// Per-row scale of block kb for rows [m0, m0 + m): b_scale · a_scale, in that order everywhere.
+template <class V>
+void block_scales(const GemmArgs& g, std::int64_t n, std::int64_t kb, std::int64_t m0, std::int64_t m, float* scales) {
+  const float bs = weight_scale<V>(g, n, kb);
+  for (std::int64_t i = 0; i < m; ++i) scales[i] = g.a_scales == nullptr ? bs : bs * g.a_scales[(m0 + i) * g.k_blocks + kb];
 }
 
 template <class V>
@@ -104,17 +152,8 @@ void gemv(const GemmArgs& g, std::int64_t n_begin, std::int64_t n_end, float* sc
       // Missing rows of a ragged group repeat the last real row; their results are dropped.
       SY_UNROLL
       for (int r = 0; r < kGemvRows; ++r) decode_row<V>(g, n + imin(r, rows - 1), k0, len, wd + r * 128);
-      const float bs = weight_scale<V>(g, n, kb);
-      for (std::int64_t i = 0; i < g.m; ++i) scales[i] = g.a_scales == nullptr ? bs : bs * g.a_scales[i * g.k_blocks + kb];
-      for (std::int64_t m = 0; m < g.m; m += V::kGemvMg) {
-        const float* a = g.a + m * g.lda + k0;
-        switch (imin(V::kGemvMg, g.m - m)) {
-          case 1: gemv_micro<V, 1>(a, g.lda, wd, lenv, tot + m * kGemvRows, scales + m); break;
-          case 2: gemv_micro<V, 2>(a, g.lda, wd, lenv, tot + m * kGemvRows, scales + m); break;
-          case 3: gemv_micro<V, 3>(a, g.lda, wd, lenv, tot + m * kGemvRows, scales + m); break;
-          default: gemv_micro<V, 4>(a, g.lda, wd, lenv, tot + m * kGemvRows, scales + m); break;
-        }
-      }
+      block_scales<V>(g, n, kb, 0, g.m, scales);
+      gemv_rows<V, V::kGemvMg>(g.a + k0, g.lda, g.m, wd, lenv, tot, kGemvRows, scales);
     }
     for (std::int64_t m = 0; m < g.m; ++m) {
       for (std::int64_t r = 0; r < rows; ++r) g.c[m * g.ldc + n + r] = V::hsum(tot[m * kGemvRows + r]);
@@ -122,86 +161,52 @@ void gemv(const GemmArgs& g, std::int64_t n_begin, std::int64_t n_end, float* sc
   }
 }
 
-// ---- Tiled GEMM (any m): vectorized along m over Aᵀ, broadcasting decoded weights, so the
-// weight tile is decoded once per 128-wide block (row-major, no transpose) and reused by every
-// row of A. The accumulator tile is Cᵀ [64][lda] in scratch; a block's partial sums are scaled
-// by a_scale (a vector over m) × b_scale (one per tile and block) as DeepGEMM does.
-template <class V, int NR, int MV>
-void tile_micro(const float* at, std::int64_t lda, const float* wd, std::int64_t len, float* cacc,
-                const float* as, float bs) {
-  using reg = typename V::reg;
-  reg acc[NR][MV];
-  SY_UNROLL
-  for (int r = 0; r < NR; ++r)
-    SY_UNROLL
-    for (int v = 0; v < MV; ++v) acc[r][v] = V::zero();
-  for (std::int64_t k = 0; k < len; ++k) {
-    reg x[MV];
-    SY_UNROLL
-    for (int v = 0; v < MV; ++v) x[v] = V::load(at + k * lda + v * V::W);
-    SY_UNROLL
-    for (int r = 0; r < NR; ++r) {
-      const reg w = V::bcast(wd[r * 128 + k]);
-      SY_UNROLL
-      for (int v = 0; v < MV; ++v) acc[r][v] = V::fma(w, x[v], acc[r][v]);
-    }
-  }
-  reg s[MV];
-  SY_UNROLL
-  for (int v = 0; v < MV; ++v) s[v] = as == nullptr ? V::bcast(bs) : V::mul(V::load(as + v * V::W), V::bcast(bs));
-  SY_UNROLL
-  for (int r = 0; r < NR; ++r) {
-    SY_UNROLL
-    for (int v = 0; v < MV; ++v) {
-      float* dst = cacc + r * lda + v * V::W;
-      V::store(dst, V::fma(acc[r][v], s[v], V::load(dst)));
-    }
-  }
-}
-
+// ---- Tiled GEMM (m > 8): the same micro-kernel over panels of kTilePanel rows of A. Per
+// 128-wide block the task's 64 weight rows are decoded once per panel into L1 and reused by all
+// of the panel's rows; the lane-wise totals [kTilePanel][64] stay in scratch (L2) until the
+// final horizontal sums.
 template <class V>
 void gemm_tile(const GemmArgs& g, std::int64_t n_begin, float* scratch) {
-  constexpr int NR = V::kTileNr;
-  constexpr int MV = V::kTileMv;
-  static_assert(kGemmTaskRows % NR == 0, "row groups must tile a task");
-  float* wd = scratch;                           // [64][128] decoded weight block
-  float* cacc = scratch + kGemmTaskRows * 128;  // Cᵀ [64][lda]
+  using reg = typename V::reg;
+  float* wd = scratch;                                                // [64][128]
+  reg* tot = reinterpret_cast<reg*>(scratch + kGemmTaskRows * 128);  // [kTilePanel][64]
+  float scales[kTilePanel];
   const std::int64_t rows = imin(kGemmTaskRows, g.n - n_begin);
-  const std::int64_t groups = (rows + NR - 1) / NR;
-  for (std::int64_t i = 0; i < kGemmTaskRows * g.lda; ++i) cacc[i] = 0.0f;
-  for (std::int64_t i = rows * 128; i < kGemmTaskRows * 128; ++i) wd[i] = 0.0f;
-  for (std::int64_t kb = 0; kb < g.k_blocks; ++kb) {
-    const std::int64_t k0 = kb * 128;
-    const std::int64_t len = imin(128, g.k - k0);
-    for (std::int64_t r = 0; r < rows; ++r) decode_row<V>(g, n_begin + r, k0, len, wd + r * 128);
-    const float bs = weight_scale<V>(g, n_begin, kb);
-    const float* at = g.a + k0 * g.lda;
-    const float* as = g.a_scales == nullptr ? nullptr : g.a_scales + kb * g.lda;
-    for (std::int64_t m0 = 0; m0 < g.lda; m0 += MV * V::W) {
-      const std::int64_t mv = imin(MV, (g.lda - m0) / V::W);
-      for (std::int64_t grp = 0; grp < groups; ++grp) {
-        const float* w = wd + grp * NR * 128;
-        float* c = cacc + grp * NR * g.lda + m0;
-        const float* s = as == nullptr ? nullptr : as + m0;
-        if (mv == MV) {
-          tile_micro<V, NR, MV>(at + m0, g.lda, w, len, c, s, bs);
-        } else if (mv == 1) {
-          tile_micro<V, NR, 1>(at + m0, g.lda, w, len, c, s, bs);
-        } else if constexpr (MV > 2) {
-          if (mv == 2) tile_micro<V, NR, 2>(at + m0, g.lda, w, len, c, s, bs);
-          else if constexpr (MV > 3) tile_micro<V, NR, 3>(at + m0, g.lda, w, len, c, s, bs);
+  const std::int64_t rows4 = iround_up(rows, kGemvRows);
+  for (std::int64_t m0 = 0; m0 < g.m; m0 += kTilePanel) {
+    const std::int64_t mp = imin(kTilePanel, g.m - m0);
+    for (std::int64_t i = 0; i < mp * kGemmTaskRows; ++i) tot[i] = V::zero();
+    for (std::int64_t kb = 0; kb < g.k_blocks; ++kb) {
+      const std::int64_t k0 = kb * 128;
+      const std::int64_t len = imin(128, g.k - k0);
+      const std::int64_t lenv = (len + V::W - 1) / V::W * V::W;
+      // As in GEMV, a ragged last group of 4 repeats the last real row.
+      for (std::int64_t r = 0; r < rows4; ++r) decode_row<V>(g, n_begin + imin(r, rows - 1), k0, len, wd + r * 128);
+      block_scales<V>(g, n_begin, kb, m0, mp, scales);
+      // Rows of A outer: their 128-wide slices stay in L1 while the decoded block streams by.
+      // Full panels take the wider blocking; small ones measured faster with GEMV's.
+      with_count<2>(mp >= 48 ? 2 : 1, [&]<int wide>() {
+        constexpr int MG = wide == 2 ? V::kTileMg : V::kGemvMg;
+        for (std::int64_t m = 0; m < mp; m += MG) {
+          const std::int64_t mg = imin(MG, mp - m);
+          for (std::int64_t n = 0; n < rows4; n += kGemvRows) {
+            gemv_rows<V, MG>(g.a + (m0 + m) * g.lda + k0, g.lda, mg, wd + n * 128, lenv,
+                             tot + m * kGemmTaskRows + n, kGemmTaskRows, scales + m);
+          }
         }
-      }
+      });
     }
-  }
-  for (std::int64_t m = 0; m < g.m; ++m) {
-    for (std::int64_t r = 0; r < rows; ++r) g.c[m * g.ldc + n_begin + r] = cacc[r * g.lda + m];
+    for (std::int64_t m = 0; m < mp; ++m) {
+      for (std::int64_t r = 0; r < rows; ++r) g.c[(m0 + m) * g.ldc + n_begin + r] = V::hsum(tot[m * kGemmTaskRows + r]);
+    }
   }
 }
 
 // ---- MLA decode task. Per tile of up to 32 cached tokens (inside one page): scores for every
 // head of the group (576-wide dots vectorized along the entry), an online-softmax update, then
-// o += p · c over the latent part, register-blocked over heads × latent columns.
+// o += p · c over the latent part, register-blocked over heads × latent columns. Every sum is
+// per (query, head) in a fixed order and tile bounds follow cache positions, so a query's result
+// does not depend on which queries share the call (mla.cpp fixes the chunk bounds).
 template <class V, int TB, int HB>
 void mla_scores(const float* tile, std::int64_t ld, std::int64_t tokens, const float* qcat, std::int64_t dim_pad,
                 std::int64_t dimv, float* scores, float scale) {
@@ -273,18 +278,6 @@ void mla_accumulate_heads(const float* tile, std::int64_t ld, std::int64_t token
   for (; d < lorav; d += V::W) mla_accumulate<V, HB, 1>(tile, ld, tokens, p, o, o_stride, d);
 }
 
-// Runs f.template operator()<hb>() for the head count hb in 1..V::kMlaHb.
-template <class V, int HB = V::kMlaHb, class F>
-void with_heads(int hb, F&& f) {
-  if constexpr (HB >= 1) {
-    if (hb == HB) {
-      f.template operator()<HB>();
-      return;
-    }
-    with_heads<V, HB - 1>(hb, f);
-  }
-}
-
 template <class V>
 void mla_task(const MlaTaskArgs& t) {
   using reg = typename V::reg;
@@ -338,7 +331,7 @@ void mla_task(const MlaTaskArgs& t) {
     }
     for (int h0 = 0; h0 < t.heads; h0 += V::kMlaHb) {
       const int hb = static_cast<int>(imin(V::kMlaHb, t.heads - h0));
-      with_heads<V>(hb, [&]<int HB>() {
+      with_count<V::kMlaHb>(hb, [&]<int HB>() {
         mla_scores_heads<V, HB>(tile, ld, tokens, qcat + h0 * dim_pad, dim_pad, dimv, p + h0 * kMlaTileTokens,
                                 t.softmax_scale);
       });
@@ -362,7 +355,7 @@ void mla_task(const MlaTaskArgs& t) {
     }
     for (int h0 = 0; h0 < t.heads; h0 += V::kMlaHb) {
       const int hb = static_cast<int>(imin(V::kMlaHb, t.heads - h0));
-      with_heads<V>(hb, [&]<int HB>() {
+      with_count<V::kMlaHb>(hb, [&]<int HB>() {
         mla_accumulate_heads<V, HB>(tile, ld, tokens, p + h0 * kMlaTileTokens, o + h0 * o_ld, o_ld, lorav);
       });
     }

@@ -14,17 +14,17 @@ enum class WeightFormat { fp8_e4m3, bf16 };
 
 // C[m, n] = Σ_kb (Σ_{k∈kb} a[m,k]·w[n,k]) · a_scale[m,kb] · b_scale[n/128, kb] over 128-wide K
 // blocks (the last may be shorter), with w decoded from FP8 or BF16. Each n is one task's output.
+// Both kernels evaluate every output in the one order spelled out in isa_impl.hpp, so row m's
+// bits depend only on row m of A and on the weight: not on m, the other rows, the kernel chosen
+// or the task split (batch invariance, DESIGN.md "Determinism contract").
 struct GemmArgs {
   const void* b = nullptr;  // [n, k] fp8_e4m3 or bf16 weight, row stride ldb
   std::int64_t ldb = 0;
   WeightFormat format = WeightFormat::fp8_e4m3;
   const float* b_scales = nullptr;  // [ceil(n/128), k_blocks] row-major, or nullptr for 1
   std::int64_t m = 0, n = 0, k = 0, k_blocks = 0;
-  // gemv (m <= kGemvMaxM): a is [m, lda] row-major, zero beyond k up to a multiple of 16;
-  //   a_scales [m, k_blocks] row-major.
-  // tile: a is Aᵀ [k, lda] with lda = m rounded up to 16 (zero columns beyond m);
-  //   a_scales [k_blocks, lda].
-  // a_scales may be nullptr for 1.
+  // a is [m, lda] row-major, zero beyond k up to lda (a multiple of 16); a_scales [m, k_blocks]
+  // row-major, or nullptr for 1.
   const float* a = nullptr;
   std::int64_t lda = 0;
   const float* a_scales = nullptr;
@@ -32,14 +32,17 @@ struct GemmArgs {
   std::int64_t ldc = 0;
 };
 
-// Rows of C per gemm task, and the largest m the GEMV kernel takes.
+// Columns of C (n) per gemm task, the largest m the GEMV kernel takes, and rows of A per panel of
+// the tiled kernel.
 inline constexpr std::int64_t kGemmTaskRows = 64;
 inline constexpr std::int64_t kGemvMaxM = 8;
+inline constexpr std::int64_t kTilePanel = 64;
+inline constexpr std::int64_t kMaxLanes = 16;  // the widest vector (AVX-512)
 constexpr std::int64_t round_up(std::int64_t x, std::int64_t to) { return (x + to - 1) / to * to; }
-// Scratch floats one gemm task needs (per worker), for lda as in GemmArgs.
-constexpr std::int64_t gemm_scratch_floats(std::int64_t lda) {
-  return kGemmTaskRows * 128 + kGemmTaskRows * lda + kGemvMaxM * 4 * 16 + 64;
-}
+// Scratch floats one task needs (per worker): gemv's 4 decoded rows and lane-wise totals [m][4];
+// gemm_tile's 64 decoded rows and lane-wise totals [kTilePanel][64].
+constexpr std::int64_t gemv_scratch_floats() { return 4 * 128 + kGemvMaxM * 4 * kMaxLanes + 64; }
+constexpr std::int64_t gemm_scratch_floats() { return kGemmTaskRows * 128 + kTilePanel * kGemmTaskRows * kMaxLanes + 64; }
 
 // One MLA decode task: query heads [0, heads) (at most kMlaHeadGroup) of one query against cache
 // positions [t_begin, t_end) of its sequence. Writes unnormalized o = Σ exp(s - m)·c, the running
@@ -75,7 +78,8 @@ struct IsaKernels {
   // C rows n in [n_begin, n_end) (n_begin a multiple of 4, the range inside one 128-row block
   // or shorter), for m <= kGemvMaxM.
   void (*gemv)(const GemmArgs& g, std::int64_t n_begin, std::int64_t n_end, float* scratch);
-  // C rows [n_begin, n_begin + 64) ∩ [0, n) with n_begin a multiple of 64, any m.
+  // C rows [n_begin, n_begin + 64) ∩ [0, n) with n_begin a multiple of 64, any m; bitwise what
+  // gemv gives for the same rows.
   void (*gemm_tile)(const GemmArgs& g, std::int64_t n_begin, float* scratch);
   void (*mla_task)(const MlaTaskArgs& t);
 };

@@ -12,8 +12,7 @@ struct V1 {
   static constexpr int W = 1;
   static constexpr float kFp8Factor = 1.0f;
   static constexpr int kGemvMg = 4;
-  static constexpr int kTileNr = 8;
-  static constexpr int kTileMv = 4;
+  static constexpr int kTileMg = 4;
   static constexpr int kMlaHb = 4;
   static constexpr int kMlaDv = 4;
 

@@ -3,7 +3,10 @@
 // (SIMD decode of the weight, GEMV for m <= 8, a tiled kernel beyond) and mla_decode (online
 // softmax over cache tiles, split along the cache for long contexts). Every other kernel forwards
 // to sy::gpu::ref. Kernels run on the backend's thread pool (gpu/cpu/runtime.hpp: SY_CPU_THREADS,
-// SY_CPU_ISA); results do not depend on the thread count. Calls from several threads are safe.
+// SY_CPU_ISA); results do not depend on the thread count, and are batch-invariant: an output
+// row's bits depend only on its own inputs (a GEMM row of A, a decode query and its sequence's
+// cache) and the weights, never on which other rows or queries share the call (DESIGN.md,
+// "Determinism contract"). Each ISA path gives its own bits. Calls from several threads are safe.
 #pragma once
 
 #include "gpu/backend.hpp"
@@ -29,7 +32,8 @@ void fp8_gemm(const Fp8GemmParams& p);
 void fp8_dequant_gemm(const Fp8DequantGemmParams& p);
 void bf16_gemm(const Bf16GemmParams& p);
 
-// mla.cpp. Same results as ref up to summation order and a polynomial exp (~1 ulp).
+// mla.cpp. Same results as ref up to summation order and a polynomial exp (~1 ulp). The cache
+// split points of a query depend only on its position.
 void mla_decode(const MlaDecodeParams& p);
 
 // The CPU backend as a table ("cpu").

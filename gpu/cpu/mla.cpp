@@ -1,7 +1,8 @@
 // Host half of the CPU MLA decode: checks the block table's data (as ref does), then splits the
-// work into tasks of (query, group of 8 heads, 1024 cache positions). The split depends on the
-// shape only, so results do not depend on the thread count. A query whose context spans several
-// chunks gets its partial (o, max, sum) merged afterwards (FlashMLA's combine step).
+// work into tasks of (query, group of 8 heads, 1024 cache positions). A query's chunk bounds
+// depend only on its own position (multiples of kSplitTokens), never on the other queries or the
+// thread count, so its result is batch-invariant. A query whose context spans several chunks
+// gets its partial (o, max, sum) merged afterwards in chunk order (FlashMLA's combine step).
 #include <cmath>
 #include <cstdint>
 #include <stdexcept>

@@ -172,6 +172,85 @@ TEST_P(CpuMla, ResultsDoNotDependOnThreadCount) {
   EXPECT_EQ(0, std::memcmp(one_lse.data(), two_lse.data(), one_lse.size() * sizeof(float)));
 }
 
+// Runs the queries `which` of c (in that order) as one call; returns, per query, its output heads
+// [heads, lora] followed by its lse [heads].
+std::vector<std::vector<float>> run_queries(MlaCase& c, const std::vector<std::int64_t>& which) {
+  std::vector<float> all_out, all_lse;
+  MlaDecodeParams p = c.params(all_out, all_lse);
+  std::vector<std::int32_t> seq_ids, positions;
+  std::vector<float> q_latent, q_pe;
+  for (const std::int64_t q : which) {
+    seq_ids.push_back(c.seq_ids[static_cast<std::size_t>(q)]);
+    positions.push_back(c.positions[static_cast<std::size_t>(q)]);
+    const auto lat = c.q_latent.begin() + q * c.q_latent_token_stride;
+    q_latent.insert(q_latent.end(), lat, lat + c.q_latent_token_stride);
+    const auto pe = c.q_pe.begin() + q * c.q_pe_token_stride;
+    q_pe.insert(q_pe.end(), pe, pe + c.q_pe_token_stride);
+  }
+  const std::int64_t n = static_cast<std::int64_t>(which.size());
+  std::vector<float> out(static_cast<std::size_t>(n * c.out_token_stride)), lse(static_cast<std::size_t>(n * c.heads));
+  p.seq_ids = seq_ids.data();
+  p.positions = positions.data();
+  p.q_latent.data = q_latent.data();
+  p.q_pe.data = q_pe.data();
+  p.out_latent.data = out.data();
+  p.lse = lse.data();
+  p.queries = n;
+  mla_decode(p);
+  std::vector<std::vector<float>> per_query;
+  for (std::int64_t i = 0; i < n; ++i) {
+    std::vector<float> v;
+    for (std::int64_t h = 0; h < c.heads; ++h) {
+      const auto o = out.begin() + i * c.out_token_stride + h * c.out_head_stride;
+      v.insert(v.end(), o, o + c.lora);
+    }
+    v.insert(v.end(), lse.begin() + i * c.heads, lse.begin() + (i + 1) * c.heads);
+    per_query.push_back(std::move(v));
+  }
+  return per_query;
+}
+
+// Batch invariance (DESIGN.md, "Determinism contract"): a query's output and lse are bitwise the
+// same alone or among any other queries, whatever their sequences, lengths (split or not) and
+// order; both queries of an MTP pair included.
+void expect_batch_invariant(MlaCase& c) {
+  std::vector<std::vector<float>> alone;
+  for (std::int64_t q = 0; q < c.queries; ++q) alone.push_back(run_queries(c, {q})[0]);
+  std::vector<std::vector<std::int64_t>> sets;
+  std::vector<std::int64_t> all(static_cast<std::size_t>(c.queries));
+  std::iota(all.begin(), all.end(), 0);
+  sets.push_back(all);
+  sets.emplace_back(all.rbegin(), all.rend());
+  std::vector<std::int64_t> odd, even_twice;
+  for (std::int64_t q = 0; q < c.queries; ++q) (q % 2 == 1 ? odd : even_twice).push_back(q);
+  sets.push_back(odd);
+  even_twice.insert(even_twice.end(), even_twice.begin(), even_twice.end());  // repeated queries
+  sets.push_back(even_twice);
+  for (const auto& set : sets) {
+    const auto got = run_queries(c, set);
+    for (std::size_t i = 0; i < set.size(); ++i) {
+      const auto& want = alone[static_cast<std::size_t>(set[i])];
+      ASSERT_EQ(got[i].size(), want.size());
+      EXPECT_EQ(0, std::memcmp(got[i].data(), want.data(), want.size() * sizeof(float)))
+          << "query " << set[i] << " (position " << c.positions[static_cast<std::size_t>(set[i])]
+          << ") in a call of " << set.size();
+    }
+  }
+}
+
+TEST_P(CpuMla, QueriesDoNotDependOnTheBatch) {
+  // Lengths around tiles, pages and the 1024-token split (2100: three chunks); 12 heads give a
+  // ragged head group.
+  MlaCase f(128, 32, 12, KvCacheDtype::fp32, {1, 31, 65, 1024, 1025, 2100}, true, 41);
+  expect_batch_invariant(f);
+  MlaCase b(128, 32, 12, KvCacheDtype::bf16, {2, 64, 300, 1100}, true, 42);
+  expect_batch_invariant(b);
+  MlaCase odd(100, 12, 5, KvCacheDtype::bf16, {5, 70, 1030}, true, 43);
+  expect_batch_invariant(odd);
+  MlaCase v3(512, 64, 16, KvCacheDtype::bf16, {3, 200}, true, 44);  // splits: covered above
+  expect_batch_invariant(v3);
+}
+
 INSTANTIATE_TEST_SUITE_P(Isa, CpuMla, ::testing::ValuesIn(test::kAllIsas), test::isa_param_name);
 
 TEST(CpuMlaApi, RejectsBadTableData) {
