@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstring>
 
+#include "gpu/cpu/kernels.hpp"
 #include "model/engine_test_util.hpp"
 #include "model/generator.hpp"
 
@@ -177,6 +178,78 @@ TEST_F(TinyEngine, LogitsDoNotDependOnTheBatch) {
 // gives the hidden states of every position, and the last logits, of a one-shot prefill. Both
 // read the same cached latents and every ref kernel is row-independent, so they agree to fp32
 // rounding; stated bound: normalized error 1e-6 (measured 0).
+TEST_F(TinyEngine, CpuBackendLogitsDoNotDependOnTheBatch) {
+  const auto prompt = test_prompt(2, 9, config().vocab_size);
+  const std::vector<std::int32_t> next{prompt[3], prompt[5]};
+  auto run_target = [&](Engine& engine, bool crowd) {
+    const SequenceId target = engine.add_sequence();
+    std::vector<SequenceId> others;
+    std::vector<std::vector<std::int32_t>> other_prompts;
+    if (crowd) {
+      for (int i = 0; i < 15; ++i) {
+        others.push_back(engine.add_sequence());
+        other_prompts.push_back(
+            test_prompt(100 + static_cast<std::uint64_t>(i), static_cast<std::size_t>(1 + i), config().vocab_size));
+      }
+      // Put half of them ahead in their sequences first.
+      std::vector<SequenceInput> warm;
+      for (std::size_t i = 0; i < others.size(); i += 2) {
+        warm.push_back({others[i], other_prompts[i], InputKind::prompt, LogitRows::none});
+      }
+      engine.step(warm);
+    }
+    std::vector<std::vector<float>> got;
+    auto with_crowd = [&](SequenceInput target_input, std::size_t round) {
+      std::vector<SequenceInput> inputs;
+      for (std::size_t i = 0; i < others.size(); ++i) {
+        const auto& p = other_prompts[i];
+        // Odd ones prefill (in rounds), even ones decode one of their own tokens; a few ask for
+        // logits, so lm_head runs on several rows too.
+        const LogitRows rows = i % 5 == 0 ? LogitRows::last : LogitRows::none;
+        if (i % 2 == 0) {
+          inputs.push_back({others[i], std::span(p).subspan(round % p.size(), 1), InputKind::decode, rows});
+        } else if (round == 0) {
+          inputs.push_back({others[i], p, InputKind::prompt, rows});
+        } else {
+          inputs.push_back({others[i], std::span(p).first(1), InputKind::decode, rows});
+        }
+      }
+      // The target sits in the middle of the batch.
+      inputs.insert(inputs.begin() + static_cast<std::ptrdiff_t>(inputs.size() / 2), target_input);
+      const StepOutput out = engine.step(inputs);
+      const std::size_t at = others.size() / 2;
+      const auto row = out.logits_row(at, 0);
+      std::vector<float> rows(row.begin(), row.end());
+      if (target_input.logits == LogitRows::all) {
+        for (std::int64_t j = 1; j < static_cast<std::int64_t>(target_input.tokens.size()); ++j) {
+          const auto r = out.logits_row(at, j);
+          rows.insert(rows.end(), r.begin(), r.end());
+        }
+      }
+      got.push_back(std::move(rows));
+    };
+    with_crowd({target, prompt, InputKind::prompt, LogitRows::all}, 0);
+    with_crowd({target, std::span(next).first(1), InputKind::decode, LogitRows::last}, 1);
+    with_crowd({target, std::span(next).subspan(1, 1), InputKind::decode, LogitRows::last}, 2);
+    return got;
+  };
+  Engine alone(config(), weights(), gpu::cpu::backend(), options_for(Numerics::fp8act));
+  Engine crowded(config(), weights(), gpu::cpu::backend(), options_for(Numerics::fp8act));
+  const auto a = run_target(alone, false);
+  const auto b = run_target(crowded, true);
+  ASSERT_EQ(a.size(), b.size());
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    ASSERT_EQ(a[i].size(), b[i].size());
+    EXPECT_EQ(std::memcmp(a[i].data(), b[i].data(), a[i].size() * sizeof(float)), 0)
+        << "step " << i << ": max abs diff " << max_abs_diff(a[i], b[i]);
+  }
+}
+
+// (c) A prompt prefilled in chunks of 5 (later chunks attend to earlier ones through the cache)
+// gives the hidden states of every position, and the last logits, of a one-shot prefill. Both
+// read the same cached latents and every ref kernel is row-independent, so they agree to fp32
+// rounding; stated bound: normalized error 1e-6 (measured 0).
+
 TEST_F(TinyEngine, ChunkedPrefillMatchesOneShot) {
   const auto prompt = test_prompt(3, 17, config().vocab_size);
   for (const Numerics numerics : {Numerics::dequant, Numerics::fp8act}) {
