@@ -208,6 +208,11 @@ void LocalGenerationService::run() {
       }
     }
     if (!batcher_->idle()) {
+      {
+        // Admissions are visible before the step's first tokens reach any client.
+        std::lock_guard lock(mutex_);
+        refresh_snapshot();
+      }
       for (const model::RequestEvent& e : batcher_->step()) deliver(e);
     }
     {

@@ -33,4 +33,7 @@ void add_serve_command(CLI::App& app, CommandTable& commands);
 // local: a whole cluster on this machine, one serve process per node (local_command.cpp).
 void add_local_command(CLI::App& app, CommandTable& commands);
 
+// serve-api: the cluster API from one process running every role (serve_api_command.cpp).
+void add_serve_api_command(CLI::App& app, CommandTable& commands);
+
 }  // namespace sy::apps

@@ -13,6 +13,7 @@ int main(int argc, char** argv) {
   sy::apps::add_generate_command(app, commands);
   sy::apps::add_serve_command(app, commands);
   sy::apps::add_local_command(app, commands);
+  sy::apps::add_serve_api_command(app, commands);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,0 +1,303 @@
+// yardctl: the command-line client of the cluster API (schemas/cluster.capnp), for people and
+// scripts. Today: `generate` (streams the completion's text to stdout as it arrives, a summary
+// line on stderr) and `status` (a table, or JSON). One connection per run, on this thread.
+// Exit codes: 0 ok, 1 the request failed (the server's message on stderr), 2 bad usage,
+// 3 cannot connect, 4 refused for now or the server went away (retryable).
+#include <capnp/rpc-twoparty.h>
+#include <fmt/format.h>
+#include <kj/async-io.h>
+
+#include <CLI/CLI.hpp>
+#include <charconv>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "schemas/cluster.capnp.h"
+
+namespace {
+
+using sy::schemas::Cluster;
+using sy::schemas::TokenSink;
+
+constexpr int kExitOk = 0, kExitFailed = 1, kExitUsage = 2, kExitConnect = 3, kExitRetryable = 4;
+
+struct Usage : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+struct GenerateArgs {
+  std::string prompt;
+  std::string ids;
+  bool chat = false;
+  std::uint32_t max_tokens = 32;
+  float temperature = 0.0f;
+  float top_p = 1.0f;
+  std::uint32_t top_k = 0;
+  std::uint64_t seed = 0;
+  bool no_stop_at_eos = false;
+  std::string request_id;
+  bool json = false;
+};
+
+std::vector<std::int32_t> parse_ids(const std::string& text) {
+  std::vector<std::int32_t> ids;
+  std::size_t pos = 0;
+  while (pos <= text.size()) {
+    const std::size_t comma = std::min(text.find(',', pos), text.size());
+    std::string item = text.substr(pos, comma - pos);
+    item.erase(0, item.find_first_not_of(" \t"));
+    item.erase(item.find_last_not_of(" \t") + 1);
+    std::int64_t value = 0;
+    const auto [end, ec] = std::from_chars(item.data(), item.data() + item.size(), value);
+    if (item.empty() || ec != std::errc() || end != item.data() + item.size() || value < 0 || value > INT32_MAX) {
+      throw Usage(fmt::format("--ids: \"{}\" is not a token id (expected e.g. 0,5,7)", item));
+    }
+    ids.push_back(static_cast<std::int32_t>(value));
+    pos = comma + 1;
+  }
+  return ids;
+}
+
+std::string describe(const kj::Exception& e) {
+  std::string text = e.getDescription().cStr();
+  constexpr std::string_view remote = "remote exception: ";
+  if (text.starts_with(remote)) text.erase(0, remote.size());
+  return text;
+}
+
+int exit_code_for(const kj::Exception& e) {
+  switch (e.getType()) {
+    case kj::Exception::Type::OVERLOADED:
+    case kj::Exception::Type::DISCONNECTED: return kExitRetryable;
+    default: return kExitFailed;
+  }
+}
+
+const char* finish_name(sy::schemas::FinishReason r) {
+  switch (r) {
+    case sy::schemas::FinishReason::STOP: return "stop";
+    case sy::schemas::FinishReason::LENGTH: return "length";
+    case sy::schemas::FinishReason::CANCELLED: return "cancelled";
+    case sy::schemas::FinishReason::ERROR: return "error";
+    case sy::schemas::FinishReason::NONE: break;
+  }
+  return "none";
+}
+
+const char* health_name(sy::schemas::Health h) {
+  switch (h) {
+    case sy::schemas::Health::HEALTHY: return "healthy";
+    case sy::schemas::Health::DEGRADED: return "degraded";
+    case sy::schemas::Health::DOWN: return "down";
+  }
+  return "?";
+}
+
+// Prints text as it arrives (unless --json) and keeps the ids.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wnon-virtual-dtor"  // generated Server classes (capnp deletes via a virtual base)
+class PrintingSink final : public TokenSink::Server {
+ public:
+  PrintingSink(bool print, std::vector<std::int32_t>& tokens, std::string& text)
+      : print_(print), tokens_(tokens), text_(text) {}
+
+ protected:
+  kj::Promise<void> push(PushContext context) override {
+    const auto p = context.getParams();
+    for (const std::int32_t t : p.getTokens()) tokens_.push_back(t);
+    const std::string_view piece(p.getText().cStr(), p.getText().size());
+    text_ += piece;
+    if (print_) {
+      std::fwrite(piece.data(), 1, piece.size(), stdout);
+      std::fflush(stdout);
+    }
+    return kj::READY_NOW;
+  }
+  kj::Promise<void> done(DoneContext) override { return kj::READY_NOW; }
+
+ private:
+  bool print_;
+  std::vector<std::int32_t>& tokens_;
+  std::string& text_;
+};
+#pragma GCC diagnostic pop
+
+// Usage errors are found before connecting (exit 2, not 3, when no server is up).
+void check_usage(const GenerateArgs& a) {
+  if (a.prompt.empty() == a.ids.empty()) throw Usage("give exactly one of --prompt and --ids");
+  if (a.chat && a.prompt.empty()) throw Usage("--chat formats a --prompt text (not --ids)");
+  if (!a.ids.empty()) parse_ids(a.ids);
+}
+
+int run_generate(Cluster::Client& cluster, kj::WaitScope& ws, const GenerateArgs& a) {
+  auto req = cluster.generateRequest();
+  auto r = req.initRequest();
+  if (!a.ids.empty()) {
+    const std::vector<std::int32_t> ids = parse_ids(a.ids);
+    auto list = r.getPrompt().initTokenIds(static_cast<unsigned>(ids.size()));
+    for (unsigned i = 0; i < ids.size(); ++i) list.set(i, ids[i]);
+  } else {
+    r.getPrompt().setText(a.prompt);
+  }
+  r.setChat(a.chat);
+  auto s = r.initSampling();
+  s.setTemperature(a.temperature);
+  s.setTopP(a.top_p);
+  s.setTopK(a.top_k);
+  s.setSeed(a.seed);
+  s.setMaxTokens(a.max_tokens);
+  s.setStopAtEos(!a.no_stop_at_eos);
+  r.setRequestId(a.request_id);
+  std::vector<std::int32_t> tokens;
+  std::string text;
+  req.setSink(kj::heap<PrintingSink>(!a.json, tokens, text));
+
+  std::optional<capnp::Response<Cluster::GenerateResults>> response;
+  KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] { response.emplace(req.send().wait(ws)); })) {
+    if (!a.json && !text.empty()) std::cout << "\n" << std::flush;
+    fmt::print(stderr, "yardctl generate: {}\n", describe(*e));
+    return exit_code_for(*e);
+  }
+  const auto summary = response->getSummary();
+  const auto t = summary.getTimings();
+  const auto usage = summary.getUsage();
+  const auto mtp = summary.getMtp();
+  if (a.json) {
+    nlohmann::json out = {
+        {"text", text},
+        {"tokens", tokens},
+        {"finish_reason", finish_name(summary.getFinishReason())},
+        {"usage", {{"prompt_tokens", usage.getPromptTokens()}, {"completion_tokens", usage.getCompletionTokens()}}},
+        {"timings",
+         {{"queue_ms", t.getQueueMs()}, {"ttft_ms", t.getTimeToFirstTokenMs()}, {"total_ms", t.getTotalMs()}}},
+        {"mtp", {{"drafts", mtp.getDrafts()}, {"accepted", mtp.getAccepted()}}},
+        {"request_id", summary.getRequestId().cStr()},
+        {"server_request_id", summary.getServerRequestId()},
+    };
+    std::cout << out.dump() << "\n";
+  } else {
+    std::cout << "\n" << std::flush;
+  }
+  const double decode_ms = t.getTotalMs() - t.getTimeToFirstTokenMs();
+  const std::uint32_t n = usage.getCompletionTokens();
+  const double rate = n > 1 && decode_ms > 0 ? (n - 1) / (decode_ms / 1000.0) : 0.0;
+  std::string line = fmt::format("tokens {} (prompt {}), TTFT {:.1f} ms, {:.1f} tok/s, finish {}", n,
+                                 usage.getPromptTokens(), t.getTimeToFirstTokenMs(), rate,
+                                 finish_name(summary.getFinishReason()));
+  if (mtp.getDrafts() > 0) line += fmt::format(", MTP {}/{}", mtp.getAccepted(), mtp.getDrafts());
+  fmt::print(stderr, "{}\n", line);
+  return kExitOk;
+}
+
+int run_status(Cluster::Client& cluster, kj::WaitScope& ws, bool json) {
+  std::optional<capnp::Response<Cluster::StatusResults>> response;
+  KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] { response.emplace(cluster.statusRequest().send().wait(ws)); })) {
+    fmt::print(stderr, "yardctl status: {}\n", describe(*e));
+    return exit_code_for(*e);
+  }
+  const auto s = response->getStatus();
+  if (json) {
+    nlohmann::json nodes = nlohmann::json::array();
+    for (const auto n : s.getNodes()) {
+      std::vector<std::string> roles;
+      for (const auto role : n.getRoles()) roles.emplace_back(role.cStr());
+      nodes.push_back(
+          {{"name", n.getName().cStr()}, {"roles", roles}, {"health", health_name(n.getHealth())}, {"detail", n.getDetail().cStr()}});
+    }
+    const nlohmann::json out = {
+        {"model", s.getModelName().cStr()},
+        {"backend", s.getBackend().cStr()},
+        {"numerics", s.getNumerics().cStr()},
+        {"mtp", s.getMtp()},
+        {"uptime_ms", s.getUptimeMs()},
+        {"nodes", nodes},
+        {"queue", {{"running", s.getRunning()}, {"waiting", s.getWaiting()}, {"max_batch", s.getMaxBatch()}}},
+        {"kv_pages", {{"used", s.getKvPagesUsed()}, {"free", s.getKvPagesFree()}, {"total", s.getKvPagesTotal()}}},
+        {"requests",
+         {{"completed", s.getCompleted()},
+          {"cancelled", s.getCancelled()},
+          {"failed", s.getFailed()},
+          {"refused", s.getRefused()}}},
+    };
+    std::cout << out.dump(2) << "\n";
+    return kExitOk;
+  }
+  std::cout << fmt::format("model      {}\n", s.getModelName().cStr());
+  std::cout << fmt::format("backend    {}, numerics {}, MTP {}\n", s.getBackend().cStr(), s.getNumerics().cStr(),
+                           s.getMtp() ? "on" : "off");
+  std::cout << fmt::format("uptime     {:.1f} s\n", static_cast<double>(s.getUptimeMs()) / 1000.0);
+  std::cout << fmt::format("queue      running {}, waiting {} (max batch {})\n", s.getRunning(), s.getWaiting(),
+                           s.getMaxBatch());
+  std::cout << fmt::format("kv pages   used {}, free {}, total {}\n", s.getKvPagesUsed(), s.getKvPagesFree(),
+                           s.getKvPagesTotal());
+  std::cout << fmt::format("requests   completed {}, cancelled {}, failed {}, refused {}\n", s.getCompleted(),
+                           s.getCancelled(), s.getFailed(), s.getRefused());
+  std::cout << fmt::format("\n{:<16} {:<10} {}\n", "NODE", "HEALTH", "ROLES");
+  for (const auto n : s.getNodes()) {
+    std::string roles;
+    for (const auto role : n.getRoles()) roles += (roles.empty() ? "" : ",") + std::string(role.cStr());
+    std::cout << fmt::format("{:<16} {:<10} {}{}\n", n.getName().cStr(), health_name(n.getHealth()), roles,
+                             n.getDetail().size() > 0 ? fmt::format("  ({})", n.getDetail().cStr()) : "");
+  }
+  return kExitOk;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"yardctl: the command-line client of a Switchyard cluster API"};
+  app.require_subcommand(1);
+  app.fallthrough();
+  std::string address = "127.0.0.1:7433";
+  app.add_option("--address", address, "Cluster API address: HOST:PORT or unix:/path")->capture_default_str();
+
+  GenerateArgs g;
+  auto* gen = app.add_subcommand("generate", "Generate a completion, streaming its text to stdout");
+  gen->add_option("--prompt", g.prompt, "Prompt text (the server tokenizes it)");
+  gen->add_option("--ids", g.ids, "Prompt as comma-separated token ids, e.g. 0,5,7");
+  gen->add_flag("--chat", g.chat, "Format --prompt as a user turn of the chat format");
+  gen->add_option("--max-tokens", g.max_tokens, "Tokens to generate at most")->capture_default_str();
+  gen->add_option("--temperature", g.temperature, "0 = greedy")->capture_default_str();
+  gen->add_option("--top-p", g.top_p, "Nucleus sampling mass, in (0, 1]")->capture_default_str();
+  gen->add_option("--top-k", g.top_k, "Keep the k most likely tokens (0 = all)")->capture_default_str();
+  gen->add_option("--seed", g.seed, "Sampling seed")->capture_default_str();
+  gen->add_flag("--no-stop-at-eos", g.no_stop_at_eos, "Keep generating after EOS");
+  gen->add_option("--request-id", g.request_id, "A label echoed by the server");
+  gen->add_flag("--json", g.json, "Print one JSON object (text, tokens, summary) instead of streaming text");
+
+  bool status_json = false;
+  auto* st = app.add_subcommand("status", "Show the cluster's nodes, queues and KV pages");
+  st->add_flag("--json", status_json, "Print JSON");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? kExitOk : kExitUsage;
+  }
+
+  try {
+    if (gen->parsed()) check_usage(g);
+    kj::AsyncIoContext io = kj::setupAsyncIo();
+    kj::Own<kj::AsyncIoStream> connection;
+    KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] {
+                  auto addr = io.provider->getNetwork().parseAddress(kj::StringPtr(address.c_str()), 7433).wait(io.waitScope);
+                  connection = addr->connect().wait(io.waitScope);
+                })) {
+      fmt::print(stderr, "yardctl: cannot connect to {}: {}\n", address, describe(*e));
+      return kExitConnect;
+    }
+    capnp::TwoPartyClient client(*connection);
+    Cluster::Client cluster = client.bootstrap().castAs<Cluster>();
+    if (gen->parsed()) return run_generate(cluster, io.waitScope, g);
+    return run_status(cluster, io.waitScope, status_json);
+  } catch (const Usage& e) {
+    fmt::print(stderr, "yardctl: {}\n", e.what());
+    return kExitUsage;
+  }
+}
