@@ -9,6 +9,7 @@ pkg_check_modules(PCRE2 REQUIRED IMPORTED_TARGET libpcre2-8)
 find_package(BLAS REQUIRED)
 find_package(ucx REQUIRED)  # targets ucx::ucp and ucx::ucs: link both
 find_package(CapnProto REQUIRED)  # CapnProto::capnp; capnp_generate_cpp() (needs project() to enable C)
+find_package(prometheus-cpp CONFIG REQUIRED)  # prometheus-cpp::core (families), ::pull (the exporter)
 find_package(tomlplusplus 3 CONFIG REQUIRED)  # tomlplusplus::tomlplusplus (the cluster config, actors/config)
 
 # CAF 0.17.6 ships neither a CMake config nor a .pc file.

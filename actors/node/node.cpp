@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdio>
 #include <optional>
 #include <random>
@@ -13,6 +14,7 @@
 #include "actors/interfaces.hpp"
 #include "actors/node/node_actor.hpp"
 #include "actors/node/transport_bridge.hpp"
+#include "monitoring/metrics.hpp"
 
 namespace sy::actors::node {
 namespace {
@@ -94,6 +96,42 @@ class Teardown {
   milliseconds close_timeout_;
 };
 
+// The node's own gauges: switchyard_node_up (1 from start until run_node returns) and
+// switchyard_node_peers by state (refreshed from each status poll of the bootstrap loop).
+class NodeGauges {
+ public:
+  NodeGauges(monitoring::Registry* registry, const config::NodeConfig& me) {
+    if (registry == nullptr) return;
+    using monitoring::Metric;
+    std::string roles;
+    for (config::Role r : me.roles) roles += (roles.empty() ? "" : ",") + std::string(config::role_name(r));
+    up_ = &registry->gauge(Metric::node_up).Add(monitoring::labels(Metric::node_up, {me.name, roles}));
+    up_->Set(1);
+    auto& peers = registry->gauge(Metric::node_peers);
+    for (std::size_t i = 0; i < peers_.size(); ++i) {
+      const std::string state(peer_state_name(static_cast<PeerState>(i)));
+      peers_[i] = &peers.Add(monitoring::labels(Metric::node_peers, {state}));
+    }
+  }
+  ~NodeGauges() {
+    if (up_ != nullptr) up_->Set(0);
+  }
+  NodeGauges(const NodeGauges&) = delete;
+  NodeGauges& operator=(const NodeGauges&) = delete;
+
+  void update(const node_status& status) {
+    if (up_ == nullptr) return;
+    std::array<int, 6> count{};
+    for (const peer_status& p : status.peers) ++count.at(static_cast<std::size_t>(p.state));
+    for (std::size_t i = 0; i < peers_.size(); ++i) peers_[i]->Set(count[i]);
+  }
+
+ private:
+  prometheus::Gauge* up_ = nullptr;
+  std::array<prometheus::Gauge*, 6> peers_{};  // [PeerState]: waiting .. lost
+};
+static_assert(static_cast<std::size_t>(PeerState::lost) + 1 == 6, "NodeGauges counts six peer states");
+
 }  // namespace
 
 void StopLatch::request(const std::string& reason) {
@@ -139,6 +177,8 @@ int run_node(const config::ClusterConfig& cluster, const std::string& node_name,
   cfg.set("scheduler.max-threads", 2);
   caf::actor_system system{cfg};
   TransportBridge bridge{transport, node_name};
+  if (options.metrics != nullptr) bridge.export_metrics(*options.metrics);
+  NodeGauges gauges(options.metrics, me);
   const node_actor node = spawn_node_actor(
       system, NodeActorArgs{&cluster, node_name, &bridge, new_incarnation(),
                             [&stop](const std::string& reason) { stop.request(reason); }});
@@ -174,6 +214,7 @@ int run_node(const config::ClusterConfig& cluster, const std::string& node_name,
   bool ready = false;
   while (!stop.requested()) {
     const node_status status = query();
+    gauges.update(status);
     auto now = Clock::now();
     for (Dial& d : dials) {
       const auto it = std::find_if(status.peers.begin(), status.peers.end(),

@@ -22,6 +22,10 @@
 #include "transport/thread_annotations.hpp"
 #include "transport/transport.hpp"
 
+namespace sy::monitoring {
+class Registry;
+}
+
 namespace sy::actors::node {
 
 // Asks a running node to stop, from any thread (signal-waiting thread, actor, test). The first
@@ -52,6 +56,9 @@ struct NodeOptions {
   std::chrono::milliseconds close_timeout{2000};
   // Bounds one connection attempt to a peer.
   std::chrono::milliseconds connect_timeout{1000};
+  // Where the node registers its metrics (switchyard_node_up, switchyard_node_peers, the bridge's
+  // transport and frame counters); null: none. Main builds it and its exporter; it outlives run_node.
+  monitoring::Registry* metrics = nullptr;
 };
 
 // A node that could not start: what() names the node and every peer it still waits for, e.g.

@@ -149,6 +149,7 @@ void on_hello(NodeState& s, tr::PeerId from, schemas::NodeHello::Reader hello) {
   if (p.incarnation != 0 && p.incarnation != hello.getIncarnation()) p.last_heartbeat.reset();
   p.id = from;
   s.names[from] = name;
+  s.args.bridge->name_peer(from, name);
   p.roles.clear();
   for (schemas::Role r : hello.getRoles()) p.roles.push_back(static_cast<config::Role>(r));
   p.pid = hello.getPid();
@@ -214,6 +215,7 @@ node_actor::behavior_type node_actor_impl(Self self, NodeActorArgs args) {
             p.state = PeerState::connected;
           }
           st.names[c.peer] = c.name;
+          st.args.bridge->name_peer(c.peer, c.name);
         }
         send_hello(st, c.peer);
       },

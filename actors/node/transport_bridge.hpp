@@ -5,6 +5,8 @@
 // breaking a field rule) is refused, logged (rate-limited) and counted, never a crash; a valid
 // message of a kind nobody here takes yet is counted as unrouted. Connection events go to the peer
 // events actor as peer_connected / peer_down. send<Schema>() is the way back out.
+// Metrics (export_metrics): messages, bytes and errors per peer, bad and unrouted frames; the
+// peer label is the name the node actor gives a connection (name_peer), "unknown" before.
 // Threading: routes and counters are safe from any thread. Ownership: the node bootstrap owns it;
 // the Transport must be closed before the bridge is destroyed (handlers point at it).
 #pragma once
@@ -23,7 +25,13 @@
 #include "transport/thread_annotations.hpp"
 #include "transport/transport.hpp"
 
+namespace sy::monitoring {
+class Registry;
+}
+
 namespace sy::actors::node {
+
+class BridgeMetrics;  // per-peer counts behind the bridge's metric families (transport_bridge.cpp)
 
 struct BridgeStats {
   std::uint64_t delivered = 0;      // posted to an actor
@@ -55,6 +63,12 @@ class TransportBridge {
   }
 
   BridgeStats stats() const;
+  // Serves this bridge's counts through `registry` from now on (switchyard_transport_messages_total,
+  // _bytes_total, _errors_total per peer; switchyard_node_bad_frames_total, _unrouted_frames_total).
+  // The counts start at the bridge's construction; the registry holds them weakly.
+  void export_metrics(monitoring::Registry& registry);
+  // The peer label of connection `peer` (its node name); called when the name becomes known.
+  void name_peer(transport::PeerId peer, const std::string& name);
   transport::Transport& transport() { return transport_; }
 
  private:
@@ -73,6 +87,7 @@ class TransportBridge {
   std::atomic<std::uint64_t> bad_frames_{0};
   std::atomic<std::uint64_t> unrouted_{0};
   std::atomic<std::uint64_t> send_failures_{0};
+  const std::shared_ptr<BridgeMetrics> metrics_;  // shared with the registry while it scrapes
 };
 
 }  // namespace sy::actors::node

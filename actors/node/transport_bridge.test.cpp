@@ -17,6 +17,7 @@
 #include "actors/interfaces.hpp"
 #include "actors/node/node.hpp"
 #include "actors/node/node_actor.hpp"
+#include "monitoring/metrics.hpp"
 #include "schemas/wire_samples.hpp"
 #include "transport/loopback/loopback_transport.hpp"
 #include "transport/tests/test_util.hpp"
@@ -27,7 +28,9 @@ namespace {
 namespace tr = sy::transport;
 using namespace std::chrono_literals;
 using schemas::MessageKind;
+using ::testing::ContainsRegex;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 constexpr const char* kTwoNodes = R"(
 [cluster]
@@ -175,6 +178,42 @@ TEST_F(BridgeTest, ValidMessageOfAKindNobodyTakesIsCountedAsUnrouted) {
   send(MessageKind::token_batch, sample_of(MessageKind::token_batch));
   ASSERT_TRUE(eventually([](const node_status& s) { return s.unrouted == 1; }));
   EXPECT_EQ(bridge_->stats().bad_frames, 0u);
+}
+
+// The bridge's metrics as the registry serves them: text of one family's series, "label=value,...
+// value" per line (labels sorted), or "" when the family is absent.
+std::string series_of(const monitoring::Registry& registry, std::string_view family) {
+  std::string out;
+  for (const auto& f : registry.Collect()) {
+    if (f.name != family) continue;
+    for (const auto& m : f.metric) {
+      std::string line;
+      for (const auto& l : m.label) line += (line.empty() ? "" : ",") + l.name + "=" + l.value;
+      out += line + " " + std::to_string(static_cast<long long>(m.counter.value)) + "\n";
+    }
+  }
+  return out;
+}
+
+TEST_F(BridgeTest, MetricsCountPerPeerNameBadAndUnroutedFrames) {
+  monitoring::Registry registry;
+  bridge_->export_metrics(registry);
+  send_header(static_cast<tr::AmId>(MessageKind::node_hello), bytes_of("garbage"));
+  send(MessageKind::token_batch, sample_of(MessageKind::token_batch));
+  ASSERT_TRUE(eventually([](const node_status& s) { return s.unrouted == 1 && s.bad_frames == 1; }));
+  EXPECT_EQ(series_of(registry, "switchyard_node_bad_frames_total"), " 1\n");
+  EXPECT_EQ(series_of(registry, "switchyard_node_unrouted_frames_total"), " 1\n");
+  // Before its hello the connection has no name; after it, all its counts carry "b".
+  EXPECT_THAT(series_of(registry, "switchyard_transport_messages_total"), HasSubstr("direction=in,peer=unknown 2"));
+  send(MessageKind::node_hello, hello_frame("b", "127.0.0.1:3"));
+  ASSERT_TRUE(eventually([](const node_status& st) { return st.ready; }));
+  ASSERT_TRUE(inbox(MessageKind::node_ready).wait_for(1));
+  const std::string messages = series_of(registry, "switchyard_transport_messages_total");
+  EXPECT_THAT(messages, HasSubstr("direction=in,peer=b 3"));
+  EXPECT_THAT(messages, Not(HasSubstr("unknown")));
+  EXPECT_THAT(messages, ContainsRegex("direction=out,peer=b [1-9]"));  // its NodeHello and NodeReady at least
+  EXPECT_THAT(series_of(registry, "switchyard_transport_bytes_total"), ContainsRegex("direction=in,peer=b [1-9][0-9]"));
+  EXPECT_THAT(series_of(registry, "switchyard_transport_errors_total"), HasSubstr("kind=bad_frame,peer=b 1"));
 }
 
 TEST_F(BridgeTest, HelloFromAnUnknownNodeIsRefusedWithAnAck) {

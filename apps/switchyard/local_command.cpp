@@ -9,6 +9,9 @@
 // - when a child dies (before or after ready) it reports its exit status and stderr tail, stops
 //   the others the same way and exits 1. The cluster is all or nothing until the roles can
 //   survive a lost node (DESIGN "Failure"); then this can report a degraded cluster instead.
+// Metrics: it writes a Prometheus scrape config listing every node's /metrics address next to the
+// config it uses (prometheus.yml beside a generated config, STEM.prometheus.yml beside a given one,
+// so a user's own prometheus.yml is never overwritten) and prints its path.
 // Single-threaded (a poll loop over the children's pipes and a signalfd), so fork() is safe.
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -122,6 +125,29 @@ std::string write_text(const std::string& path, const std::string& text) {
   out.close();
   if (!out) throw std::runtime_error(fmt::format("cannot write {}", path));
   return path;
+}
+
+// A Prometheus scrape config for every node's metrics endpoint (1 s scrapes: a local cluster is
+// for watching things happen).
+std::string prometheus_config(const cfg::ClusterConfig& c, const std::string& config_path) {
+  std::string out = fmt::format(
+      "# Written by `switchyard local` for cluster \"{}\" ({}).\n"
+      "# Run: prometheus --config.file=THIS --storage.tsdb.path=DIR --web.listen-address=127.0.0.1:9090\n"
+      "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+      "scrape_configs:\n  - job_name: switchyard\n    static_configs:\n",
+      c.cluster.name, config_path);
+  for (const cfg::NodeConfig& n : c.nodes) {
+    out += fmt::format("      - targets: ['{}:{}']  # {}\n        labels: {{cluster: '{}'}}\n", n.host, n.metrics_port,
+                       n.name, c.cluster.name);
+  }
+  return out;
+}
+
+std::string write_prometheus_config(const cfg::ClusterConfig& c, const std::string& config_path, bool generated) {
+  const std::filesystem::path config(config_path);
+  const std::filesystem::path out =
+      config.parent_path() / (generated ? std::string("prometheus.yml") : config.stem().string() + ".prometheus.yml");
+  return write_text(out.string(), prometheus_config(c, config_path));
 }
 
 struct Child {
@@ -466,6 +492,7 @@ int run_local(const LocalArgs& a) {
     cluster = cfg::load_cluster_config(path);  // what the children will read, checked once here
     if (!a.write_config.empty()) {
       say(fmt::format("wrote {} ({} nodes)", path, cluster.nodes.size()));
+      say(fmt::format("wrote prometheus scrape config {}", write_prometheus_config(cluster, path, true)));
       return 0;
     }
     say(fmt::format("generated config {} ({} nodes)", path, cluster.nodes.size()));
@@ -474,6 +501,7 @@ int run_local(const LocalArgs& a) {
     cluster = cfg::load_cluster_config(path);
     say(fmt::format("config {} ({} nodes)", path, cluster.nodes.size()));
   }
+  say(fmt::format("prometheus scrape config {}", write_prometheus_config(cluster, path, generate)));
   const milliseconds ready_timeout(static_cast<std::int64_t>(
       1000 * (a.ready_timeout_s > 0 ? a.ready_timeout_s : cluster.cluster.peer_timeout_s + 15.0)));
   Supervisor supervisor(cluster, path, milliseconds(static_cast<std::int64_t>(1000 * a.stop_timeout_s)));

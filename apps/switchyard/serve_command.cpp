@@ -3,6 +3,7 @@
 // (actors/node/node.hpp), which runs the actor system until SIGTERM/SIGINT or a peer's Shutdown.
 // Prints exactly one line to stdout, when ready: "node NAME ready (roles ..., peers ...)"
 // (`switchyard local` and the system tests wait for it); everything else goes to stderr.
+// Metrics: the process's registry and its exporter, at the node's host:metrics_port (GET /metrics).
 #include <fmt/format.h>
 #include <pthread.h>
 #include <signal.h>
@@ -19,6 +20,8 @@
 #include "actors/config/cluster_config.hpp"
 #include "actors/node/node.hpp"
 #include "apps/switchyard/commands.hpp"
+#include "monitoring/exporter.hpp"
+#include "monitoring/metrics.hpp"
 #include "transport/ucx/ucx_transport.hpp"
 
 namespace sy::apps {
@@ -62,13 +65,17 @@ class SignalWaiter {
 
 int run_serve(const ServeArgs& args) {
   const actors::config::ClusterConfig cluster = actors::config::load_cluster_config(args.config);
-  cluster.node(args.node);  // an unknown node fails before anything starts
+  const actors::config::NodeConfig& me = cluster.node(args.node);  // an unknown node fails before anything starts
 
   actors::node::StopLatch stop;
   const SignalWaiter signals(stop);  // before the transport and CAF start their threads
   // A node must not die because whoever read its log went away (a killed `local` supervisor
   // closes our stderr pipe while we shut down): writes then fail with EPIPE instead.
   ::signal(SIGPIPE, SIG_IGN);
+
+  // After the signal mask is set: the exporter's threads inherit it.
+  const auto metrics = std::make_shared<monitoring::Registry>();
+  const monitoring::Exporter exporter(fmt::format("{}:{}", me.host, me.metrics_port), metrics);
 
   transport::ucx::UcxOptions options;
   options.error_mode = transport::ucx::ErrorMode::peer;
@@ -86,6 +93,7 @@ int run_serve(const ServeArgs& args) {
   if (args.peer_timeout_s > 0) {
     node_options.peer_timeout = std::chrono::milliseconds(static_cast<std::int64_t>(args.peer_timeout_s * 1000));
   }
+  node_options.metrics = metrics.get();
   node_options.on_ready = [](const actors::node_status& status) {
     std::fputs((actors::node::ready_line(status) + "\n").c_str(), stdout);
     std::fflush(stdout);
