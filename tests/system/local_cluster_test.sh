@@ -22,27 +22,9 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
+# shellcheck source=tests/system/lib.sh
+. "$(dirname "$0")/lib.sh"
 
-fail() {
-  echo "FAIL: $*"
-  for f in "$work"/*.out "$work"/*.err; do [ -f "$f" ] && { echo "--- $f"; tail -n 30 "$f"; }; done
-  exit 1
-}
-
-# alive PID: the process exists and is not a zombie.
-alive() { [ -e "/proc/$1" ] && ! grep -q '^State:.*Z' "/proc/$1/status" 2>/dev/null; }
-
-# wait_until SECONDS CMD...: polls CMD every 0.1 s; fails after SECONDS.
-wait_until() {
-  local limit=$1; shift
-  local deadline=$((SECONDS + limit))
-  while ! "$@"; do
-    [ "$SECONDS" -lt "$deadline" ] || return 1
-    sleep 0.1
-  done
-}
-
-all_gone() { for pid in "$@"; do alive "$pid" && return 1; done; return 0; }
 ready_seen() { grep -qs 'cluster "local" ready: 4 nodes' "$1"; }
 
 # Starts `switchyard local --config` in the background; sets sup and child_pids; waits for ready.

@@ -21,22 +21,9 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
+# shellcheck source=tests/system/lib.sh
+. "$(dirname "$0")/lib.sh"
 
-fail() {
-  echo "FAIL: $*"
-  for f in "$work"/*.out "$work"/*.err "$work"/*.log; do [ -f "$f" ] && { echo "--- $f"; tail -n 30 "$f"; }; done
-  exit 1
-}
-alive() { [ -e "/proc/$1" ] && ! grep -q '^State:.*Z' "/proc/$1/status" 2>/dev/null; }
-wait_until() {
-  local limit=$1; shift
-  local deadline=$((SECONDS + limit))
-  while ! "$@"; do
-    [ "$SECONDS" -lt "$deadline" ] || return 1
-    sleep 0.2
-  done
-}
-all_gone() { for pid in "$@"; do alive "$pid" && return 1; done; return 0; }
 ready_seen() { grep -qs 'cluster "local" ready: 3 nodes' "$work/local.out"; }
 
 t0=$SECONDS
