@@ -259,7 +259,9 @@ TEST_F(ClusterApi, BadInputFailsClearlyAndTheServerKeepsServing) {
   auto stream = std::make_shared<Stream>();
   auto response = make_request(cluster, {{0, 5, 7}, ""}, 4, stream).send().wait(ws);
   EXPECT_EQ(stream->tokens, reference({0, 5, 7}, 4));
-  const auto s = status_until(cluster, ws, [](auto st) { return st.getCompleted() == 1; }).getStatus();
+  // Keep the response: a Reader points into it.
+  const auto final_status = status_until(cluster, ws, [](auto st) { return st.getCompleted() == 1; });
+  const auto s = final_status.getStatus();
   EXPECT_EQ(s.getFailed(), 4u);  // the missing sampling never reached the service
   EXPECT_EQ(s.getKvPagesFree(), s.getKvPagesTotal());
 }
@@ -288,8 +290,9 @@ TEST_F(ClusterApi, AFullKvPoolRefusesRetryablyAndAnOversizeRequestIsBad) {
       << c_error->getDescription().cStr();
 
   { auto dropped = kj::mv(a); }  // cancel A
-  const auto s = status_until(cluster, ws, [](auto st) { return st.getCancelled() == 1 && st.getKvPagesFree() == 40; })
-                     .getStatus();
+  const auto final_status =
+      status_until(cluster, ws, [](auto st) { return st.getCancelled() == 1 && st.getKvPagesFree() == 40; });
+  const auto s = final_status.getStatus();
   EXPECT_EQ(s.getRefused(), 1u);
   EXPECT_EQ(s.getKvPagesFree(), 40u);
 }
@@ -311,9 +314,10 @@ TEST_F(ClusterApi, DroppingTheCallMidStreamCancelsTheRequestAndFreesItsPages) {
   EXPECT_LT(busy.getStatus().getKvPagesFree(), busy.getStatus().getKvPagesTotal());
   { auto dropped = kj::mv(call); }
 
-  const auto s = status_until(cluster, ws, [](auto st) {
-                   return st.getCancelled() == 1 && st.getKvPagesFree() == st.getKvPagesTotal();
-                 }).getStatus();
+  const auto final_status = status_until(cluster, ws, [](auto st) {
+    return st.getCancelled() == 1 && st.getKvPagesFree() == st.getKvPagesTotal();
+  });
+  const auto s = final_status.getStatus();
   EXPECT_EQ(s.getCancelled(), 1u);
   EXPECT_EQ(s.getRunning(), 0u);
   EXPECT_EQ(s.getKvPagesFree(), s.getKvPagesTotal());
