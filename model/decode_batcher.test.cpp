@@ -16,20 +16,8 @@ using testing::test_prompt;
 
 const gpu::Backend& ref() { return gpu::ref::backend(); }
 
-class Batcher : public ::testing::Test {
+class Batcher : public testing::TinyModelTest {
  protected:
-  static void SetUpTestSuite() {
-    if (have_tokenizer()) model_ = new LoadedModel();
-  }
-  static void TearDownTestSuite() {
-    delete model_;
-    model_ = nullptr;
-  }
-  void SetUp() override {
-    if (!have_tokenizer()) GTEST_SKIP() << "no tokenizer files at " << default_tokenizer_dir();
-  }
-  static const ModelConfig& config() { return model_->config; }
-  static const ModelWeights& weights() { return model_->weights; }
   static EngineOptions engine_options(std::int64_t kv_pages = 64, std::int64_t chunk = 24) {
     EngineOptions o;
     o.numerics = Numerics::fp8act;
@@ -52,9 +40,7 @@ class Batcher : public ::testing::Test {
     for (const GenerationRequest& r : requests) tokens.push_back(generate(engine, std::span(&r, 1), {})[0].tokens);
     return tokens;
   }
-  static LoadedModel* model_;
 };
-LoadedModel* Batcher::model_ = nullptr;
 
 struct Collected {
   std::map<RequestId, std::vector<std::int32_t>> tokens;

@@ -51,26 +51,11 @@ std::vector<float> all_logits(Engine& engine, std::span<const std::int32_t> prom
 // and far more under the sanitizer build) to what each check needs: the last hidden state of
 // every position determines its logits, so many checks compare hidden states and fewer logits.
 
-class TinyEngine : public ::testing::Test {
+class TinyEngine : public testing::TinyModelTest {
  protected:
-  static void SetUpTestSuite() {
-    if (have_tokenizer()) model_ = new LoadedModel();
-  }
-  static void TearDownTestSuite() {
-    delete model_;
-    model_ = nullptr;
-  }
-  void SetUp() override {
-    if (!have_tokenizer())
-      GTEST_SKIP() << "no tokenizer files at " << default_tokenizer_dir() << ": run deploy/install-deps.sh";
-  }
-  static const ModelConfig& config() { return model_->config; }
-  static const ModelWeights& weights() { return model_->weights; }
   // Runs one sequence alone and inside a crowd of 15 on `backend`; expects identical logit bits.
   void expect_logits_independent_of_batch(const gpu::Backend& backend);
-  static LoadedModel* model_;
 };
-LoadedModel* TinyEngine::model_ = nullptr;
 
 // (a) The absorbed form (W_UK folded into q, attention over the 576-style latent cache) and the
 // naive form (per-head k_nope, v up-projected by kv_b_proj) are the same math in another order.

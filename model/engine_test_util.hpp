@@ -51,6 +51,27 @@ struct LoadedModel {
   }
 };
 
+// The fixture of the tests that run the tiny model: loaded once per test suite (the folder is
+// shared_tiny_model()); every test skips, naming the folder, without the tokenizer files.
+class TinyModelTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    if (have_tokenizer()) model_ = new LoadedModel();
+  }
+  static void TearDownTestSuite() {
+    delete model_;
+    model_ = nullptr;
+  }
+  void SetUp() override {
+    if (!have_tokenizer()) {
+      GTEST_SKIP() << "no tokenizer files at " << default_tokenizer_dir() << ": run deploy/install-deps.sh";
+    }
+  }
+  static const ModelConfig& config() { return model_->config; }
+  static const ModelWeights& weights() { return model_->weights; }
+  static inline LoadedModel* model_ = nullptr;
+};
+
 inline GenerationOptions gen_options(bool mtp, bool keep_logits = false) {
   GenerationOptions o;
   o.mtp = mtp;

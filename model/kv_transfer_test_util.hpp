@@ -14,20 +14,8 @@
 
 namespace sy::model::testing {
 
-class Handoff : public ::testing::Test {
+class Handoff : public TinyModelTest {
  protected:
-  static void SetUpTestSuite() {
-    if (have_tokenizer()) model_ = new LoadedModel();
-  }
-  static void TearDownTestSuite() {
-    delete model_;
-    model_ = nullptr;
-  }
-  void SetUp() override {
-    if (!have_tokenizer()) GTEST_SKIP() << "no tokenizer files at " << default_tokenizer_dir();
-  }
-  static const ModelConfig& config() { return model_->config; }
-  static const ModelWeights& weights() { return model_->weights; }
   static EngineOptions engine_options(Numerics numerics, bool mtp = true) {
     EngineOptions o;
     o.numerics = numerics;
@@ -152,7 +140,6 @@ class Handoff : public ::testing::Test {
     EXPECT_EQ(b.kv_cache().free_pages(), b.kv_cache().num_pages() - 3) << where;
   }
 
-  static inline LoadedModel* model_ = nullptr;
 };
 
 }  // namespace sy::model::testing
