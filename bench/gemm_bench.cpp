@@ -15,23 +15,16 @@
 #include <vector>
 
 #include "bench/cpu_baselines.hpp"
+#include "bench/lcg.hpp"
 #include "gpu/cpu/kernels.hpp"
 #include "gpu/cpu/runtime.hpp"
 #include "gpu/ref/kernels.hpp"
 
 namespace {
 
-using namespace sy::gpu;
+using sy::bench::Lcg;
 
-// A fixed LCG so every run sees the same data.
-struct Lcg {
-  std::uint64_t state = 0x9E3779B97F4A7C15ull;
-  std::uint32_t next() {
-    state = state * 6364136223846793005ull + 1442695040888963407ull;
-    return static_cast<std::uint32_t>(state >> 33);
-  }
-  float uniform(float lo, float hi) { return lo + (hi - lo) * static_cast<float>(next() >> 8) / 16777216.0f; }
-};
+using namespace sy::gpu;
 
 struct Row {
   std::string shape;
@@ -81,7 +74,7 @@ int main(int argc, char** argv) {
   openblas_set_num_threads(threads);
   const int reps = quick ? 3 : 7;
   const double min_seconds = quick ? 0.05 : 0.3;
-  Lcg rng;
+  Lcg rng(0x9E3779B97F4A7C15ull);
   std::vector<Row> rows;
 
   struct Shape {

@@ -14,21 +14,15 @@
 #include <vector>
 
 #include "bench/cpu_baselines.hpp"
+#include "bench/lcg.hpp"
 #include "gpu/cpu/kernels.hpp"
 #include "gpu/cpu/runtime.hpp"
 
 namespace {
 
-using namespace sy::gpu;
+using sy::bench::Lcg;
 
-struct Lcg {
-  std::uint64_t state = 0x2545F4914F6CDD1Dull;
-  std::uint32_t next() {
-    state = state * 6364136223846793005ull + 1442695040888963407ull;
-    return static_cast<std::uint32_t>(state >> 33);
-  }
-  float uniform(float lo, float hi) { return lo + (hi - lo) * static_cast<float>(next() >> 8) / 16777216.0f; }
-};
+using namespace sy::gpu;
 
 struct Case {
   const char* name;
@@ -110,7 +104,7 @@ int main(int argc, char** argv) {
   // right before each case, because on a shared machine the available bandwidth and cores drift.
   const double copy_1 = sy::bench::copy_bandwidth(1, std::size_t{256} << 20, reps);
   const double peak_1 = sy::bench::fma_peak(1, reps);
-  Lcg rng;
+  Lcg rng(0x2545F4914F6CDD1Dull);
   const Case cases[] = {
       {"tiny fp32 cache (128+32, 4 heads, 32 x 4096)", 128, 32, 4, 32, 4096, KvCacheDtype::fp32},
       {"tiny bf16 cache (128+32, 4 heads, 32 x 4096)", 128, 32, 4, 32, 4096, KvCacheDtype::bf16},

@@ -19,30 +19,16 @@
 #include <string_view>
 #include <vector>
 
+#include "bench/lcg.hpp"
 #include "model/tokenizer.hpp"
 
 namespace {
 
+using sy::bench::Lcg;
 using sy::model::StreamDecoder;
 using sy::model::Tokenizer;
 
 constexpr std::size_t kCorpusBytes = 256 * 1024;
-
-// A fixed LCG so every run and machine sees the same text.
-class Lcg {
- public:
-  std::uint32_t next() {
-    state_ = state_ * 6364136223846793005ull + 1442695040888963407ull;
-    return static_cast<std::uint32_t>(state_ >> 33);
-  }
-  template <class T, std::size_t N>
-  const T& pick(const T (&items)[N]) {
-    return items[next() % N];
-  }
-
- private:
-  std::uint64_t state_ = 0x5EED;
-};
 
 std::string english(Lcg& rng) {
   static const char* const words[] = {
@@ -120,7 +106,7 @@ std::string mixed(Lcg& rng) {
 }
 
 std::string build_corpus(std::string (*generate)(Lcg&)) {
-  Lcg rng;
+  Lcg rng(0x5EED);
   std::string text;
   while (text.size() < kCorpusBytes) text += generate(rng);
   return text;
