@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "apps/switchyard/backends.hpp"
+#include "apps/token_ids.hpp"
 #include "apps/switchyard/commands.hpp"
 #include "model/chat_format.hpp"
 #include "model/engine.hpp"
@@ -42,25 +43,6 @@ struct GenerateArgs {
   std::int64_t chunk = 512;
 };
 
-std::vector<std::int32_t> parse_ids(const std::string& text) {
-  std::vector<std::int32_t> ids;
-  std::size_t pos = 0;
-  while (pos <= text.size()) {
-    const std::size_t comma = std::min(text.find(',', pos), text.size());
-    std::string item = text.substr(pos, comma - pos);
-    item.erase(0, item.find_first_not_of(" \t"));
-    item.erase(item.find_last_not_of(" \t") + 1);
-    std::int64_t value = 0;
-    const auto [end, ec] = std::from_chars(item.data(), item.data() + item.size(), value);
-    if (item.empty() || ec != std::errc() || end != item.data() + item.size() || value < 0 || value > INT32_MAX) {
-      throw std::invalid_argument(fmt::format("--ids: \"{}\" is not a token id (expected e.g. 0,5,7)", item));
-    }
-    ids.push_back(static_cast<std::int32_t>(value));
-    pos = comma + 1;
-  }
-  return ids;
-}
-
 int run_generate(const GenerateArgs& a) {
   // Cheap checks first, so bad flags fail before the model loads.
   const gpu::Backend& backend = find_backend(a.backend);
@@ -75,7 +57,7 @@ int run_generate(const GenerateArgs& a) {
   const model::Tokenizer tokenizer = model::Tokenizer::load(a.model_dir);
   std::vector<std::int32_t> prompt;
   if (!a.ids.empty()) {
-    prompt = parse_ids(a.ids);
+    prompt = parse_token_ids(a.ids);
     for (const std::int32_t id : prompt) {
       if (id >= config.vocab_size) {
         throw std::invalid_argument(

@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "apps/token_ids.hpp"
 #include "schemas/cluster.capnp.h"
 
 namespace {
@@ -45,23 +46,13 @@ struct GenerateArgs {
   bool json = false;
 };
 
+// Bad ids are a usage error (exit 2).
 std::vector<std::int32_t> parse_ids(const std::string& text) {
-  std::vector<std::int32_t> ids;
-  std::size_t pos = 0;
-  while (pos <= text.size()) {
-    const std::size_t comma = std::min(text.find(',', pos), text.size());
-    std::string item = text.substr(pos, comma - pos);
-    item.erase(0, item.find_first_not_of(" \t"));
-    item.erase(item.find_last_not_of(" \t") + 1);
-    std::int64_t value = 0;
-    const auto [end, ec] = std::from_chars(item.data(), item.data() + item.size(), value);
-    if (item.empty() || ec != std::errc() || end != item.data() + item.size() || value < 0 || value > INT32_MAX) {
-      throw Usage(fmt::format("--ids: \"{}\" is not a token id (expected e.g. 0,5,7)", item));
-    }
-    ids.push_back(static_cast<std::int32_t>(value));
-    pos = comma + 1;
+  try {
+    return sy::apps::parse_token_ids(text);
+  } catch (const std::invalid_argument& e) {
+    throw Usage(e.what());
   }
-  return ids;
 }
 
 std::string describe(const kj::Exception& e) {
