@@ -922,6 +922,11 @@ bool Tokenizer::is_special(std::int32_t id) const {
 
 // ---------------------------------------------------------------------------------------------
 
+std::string StreamDecoder::push_model_token(std::int32_t id) {
+  if (id >= tokenizer_->vocab_size()) return {};
+  return push(id);
+}
+
 std::string StreamDecoder::push(std::int32_t id) {
   const std::string_view bytes = tokenizer_->token_bytes(id);  // throws before any change
   if (skip_special_ && tokenizer_->is_special(id)) return {};

@@ -86,6 +86,10 @@ class StreamDecoder {
       : tokenizer_(&tokenizer), skip_special_(skip_special_tokens) {}
 
   std::string push(std::int32_t id);  // std::out_of_range for a bad id (state unchanged)
+  // As push, but an id past the tokenizer's vocabulary yields no text instead of throwing: a
+  // model's embedding may have more rows than the tokenizer has tokens (padding), and a sampled
+  // padding id still streams as an id. Negative ids still throw.
+  std::string push_model_token(std::int32_t id);
   // Emits what is held back (an unfinished sequence becomes U+FFFD) and resets the state.
   std::string flush();
 

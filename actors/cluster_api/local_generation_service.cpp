@@ -8,13 +8,12 @@
 #include <utility>
 #include <variant>
 
-#include "model/chat_format.hpp"
+#include "actors/cluster_api/prompt.hpp"
 #include "model/config.hpp"
 #include "model/decode_batcher.hpp"
 #include "model/engine.hpp"
-#include "model/safetensors.hpp"
+#include "model/serving_model.hpp"
 #include "model/tokenizer.hpp"
-#include "model/weights.hpp"
 
 namespace sy::actors::cluster_api {
 namespace {
@@ -36,14 +35,12 @@ const char* refusal_name(model::AdmitRefusal r) {
 
 }  // namespace
 
-// Everything loaded from the model folder. The engine borrows config and weights, the weights
-// borrow the checkpoint's mapping: members are declared (and so built) in that order.
+// Everything loaded from the model folder: the engine's model and the tokenizer.
 struct LocalGenerationService::Model {
   explicit Model(const LocalServiceOptions& o)
-      : config(model::ModelConfig::from_file(o.model_dir / "config.json")),
-        tokenizer(model::Tokenizer::load(o.model_dir)),
-        checkpoint(model::Checkpoint::open(o.model_dir)),
-        weights(model::bind_weights(checkpoint, config)) {
+      : serving(o.model_dir, *o.backend, engine_options(o)), tokenizer(model::Tokenizer::load(o.model_dir)) {}
+
+  static model::EngineOptions engine_options(const LocalServiceOptions& o) {
     model::EngineOptions e;
     e.numerics = o.numerics;
     e.kv_pages = o.kv_pages;
@@ -51,14 +48,11 @@ struct LocalGenerationService::Model {
     e.max_seq_len = o.max_seq_len;
     e.max_chunk_tokens = o.max_chunk_tokens;
     e.mtp = o.mtp;
-    engine = std::make_unique<model::Engine>(config, weights, *o.backend, e);
+    return e;
   }
 
-  model::ModelConfig config;
+  model::ServingModel serving;
   model::Tokenizer tokenizer;
-  model::Checkpoint checkpoint;
-  model::ModelWeights weights;
-  std::unique_ptr<model::Engine> engine;
 };
 
 // A request the batcher holds, with what its sink and summary need.
@@ -90,7 +84,7 @@ LocalGenerationService::LocalGenerationService(LocalServiceOptions options) : op
   b.max_running = options_.max_batch;
   b.max_waiting = options_.max_waiting;
   b.mtp = options_.mtp;
-  batcher_ = std::make_unique<model::DecodeBatcher>(*model_->engine, b);
+  batcher_ = std::make_unique<model::DecodeBatcher>(model_->serving.engine(), b);
   {
     std::lock_guard lock(mutex_);
     snapshot_.model_name = options_.model_dir.filename().string();
@@ -165,7 +159,7 @@ void LocalGenerationService::stop(std::chrono::milliseconds grace) {
 }
 
 void LocalGenerationService::refresh_snapshot() {
-  const model::KvCache& cache = model_->engine->kv_cache();
+  const model::KvCache& cache = model_->serving.engine().kv_cache();
   snapshot_.running = batcher_->running();
   snapshot_.waiting = batcher_->waiting();
   snapshot_.kv_pages_total = cache.num_pages();
@@ -253,21 +247,7 @@ void LocalGenerationService::start(Submission s) {
                                           s.input.client_request_id, s.received, {}, {}, false, false, 0, 0, 0, 0});
   try {
     model::GenerationRequest request;
-    if (const auto* text = std::get_if<std::string>(&s.input.prompt)) {
-      if (text->empty()) return fail(ErrorKind::bad_request, "the prompt is empty");
-      if (s.input.chat) {
-        const model::ChatMessage message{"user", *text};
-        const std::string formatted =
-            model::format_chat(std::span(&message, 1), /*add_generation_prompt=*/true, tokenizer.bos_token());
-        request.prompt = tokenizer.encode(formatted, /*add_bos=*/false);  // the format starts with BOS
-      } else {
-        request.prompt = tokenizer.encode(*text, tokenizer.add_bos_by_default());
-      }
-    } else {
-      if (s.input.chat) return fail(ErrorKind::bad_request, "chat formats prompt text, not token ids");
-      request.prompt = std::get<std::vector<std::int32_t>>(std::move(s.input.prompt));
-      if (request.prompt.empty()) return fail(ErrorKind::bad_request, "the prompt is empty (no token ids)");
-    }
+    request.prompt = prompt_token_ids(tokenizer, s.input);
     request.max_tokens = s.input.max_tokens;
     request.sampler = s.input.sampler;
     request.stop_at_eos = s.input.stop_at_eos;
@@ -299,12 +279,7 @@ void LocalGenerationService::deliver(const model::RequestEvent& e) {
     }
     std::string text;
     for (const std::int32_t token : e.tokens) {
-      try {
-        text += l.decoder.push(token);
-      } catch (const std::out_of_range&) {
-        // The model's vocabulary may be larger than the tokenizer's (padding rows): such an id
-        // has no text. The id itself still streams.
-      }
+      text += l.decoder.push_model_token(token);
     }
     l.completion_tokens += static_cast<std::int64_t>(e.tokens.size());
     l.sink->on_tokens(e.tokens, text);

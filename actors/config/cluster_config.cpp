@@ -77,6 +77,13 @@ class TableReader {
     return v;
   }
 
+  std::optional<bool> boolean(std::string_view key) {
+    const toml::node* node = take(key);
+    if (node == nullptr) return std::nullopt;
+    if (!node->is_boolean()) fail(node->source(), key, fmt::format("expected true or false, got {}", type_name(*node)));
+    return node->as_boolean()->get();
+  }
+
   std::optional<Endpoint> endpoint(std::string_view key) {
     const toml::node* node = take(key);
     if (node == nullptr) return std::nullopt;
@@ -191,6 +198,7 @@ void parse_decode(const std::string& source, const toml::table& t, DecodeConfig&
   TableReader r(source, t, "decode");
   if (auto v = r.integer("kv_pages", 1, std::int64_t{1} << 30)) out.kv_pages = static_cast<std::uint32_t>(*v);
   if (auto v = r.integer("max_batch", 1, 4096)) out.max_batch = static_cast<std::uint32_t>(*v);
+  if (auto v = r.boolean("mtp")) out.mtp = *v;
   r.finish();
 }
 
@@ -398,7 +406,8 @@ std::string to_toml(const ClusterConfig& c) {
   out += fmt::format("numerics = {}\n", quoted(c.model.numerics));
   if (!c.model.backend.empty()) out += fmt::format("backend = {}\n", quoted(c.model.backend));
   out += fmt::format("\n[api]\nrpc = {}\nhttp = {}\n\n", quoted(c.api.rpc.to_string()), quoted(c.api.http.to_string()));
-  out += fmt::format("[decode]\nkv_pages = {}\nmax_batch = {}\n\n", c.decode.kv_pages, c.decode.max_batch);
+  out += fmt::format("[decode]\nkv_pages = {}\nmax_batch = {}\nmtp = {}\n\n", c.decode.kv_pages, c.decode.max_batch,
+                     c.decode.mtp);
   out += fmt::format("[experts]\nredundant = {}\n", c.experts.redundant);
   for (const NodeConfig& n : c.nodes) {
     std::string roles;

@@ -9,7 +9,7 @@
 //   [cluster]  name ["switchyard"], admin_token [none], heartbeat_ms [1000], peer_timeout_s [30]
 //   [model]    path [none yet], numerics ["fp8act" | "dequant"], backend ["" = fastest | ref | cpu | cuda]
 //   [api]      rpc ["127.0.0.1:7433"], http ["127.0.0.1:8000"]
-//   [decode]   kv_pages [4096], max_batch [64]
+//   [decode]   kv_pages [4096], max_batch [64], mtp [false]
 //   [experts]  redundant [0]
 //   [[node]]   name, host ["127.0.0.1"], transport_port, metrics_port, roles = ["router", ...]
 #pragma once
@@ -73,6 +73,7 @@ struct ApiConfig {
 struct DecodeConfig {
   std::uint32_t kv_pages = 4096;  // latent-cache pages per layer pool, per decode node (>= 1)
   std::uint32_t max_batch = 64;   // running requests per decode node (1..4096)
+  bool mtp = false;               // MTP self-speculative drafts for greedy requests (needs an MTP model)
 };
 
 struct ExpertsConfig {

@@ -73,24 +73,43 @@ std::string waiting_for(const node_status& status, const std::vector<Dial>& dial
 }
 
 // Stops the node on every way out of run_node: close the transport first (afterwards no handler
-// runs, so nothing posts to actors any more), then end the node actor so the actor system's
-// destructor (which awaits every actor) returns.
+// runs, so nothing posts to actors any more), then stop the roles (they fail what they hold and
+// join their threads), then end the node actor so the actor system's destructor (which awaits
+// every actor) returns.
 class Teardown {
  public:
-  Teardown(tr::Transport& transport, node_actor node, milliseconds close_timeout)
-      : transport_(transport), node_(std::move(node)), close_timeout_(close_timeout) {}
+  Teardown(caf::actor_system& system, tr::Transport& transport, node_actor node, milliseconds close_timeout)
+      : system_(system), transport_(transport), node_(std::move(node)), close_timeout_(close_timeout) {}
   ~Teardown() {
     try {
       transport_.close(close_timeout_);
     } catch (const std::exception& e) {
       std::fprintf(stderr, "switchyard node: closing the transport: %s\n", e.what());
     }
+    for (auto it = roles.rbegin(); it != roles.rend(); ++it) {
+      try {
+        (*it)->stop();
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "switchyard node: stopping role %s: %s\n", (*it)->name().c_str(), e.what());
+      }
+    }
+    roles.clear();
+    // Wait for the node actor to end: it points at the bridge and the peer directory, which are
+    // destroyed right after this.
+    caf::scoped_actor waiter{system_};
+    waiter->monitor(node_);
     caf::anon_send_exit(node_, caf::exit_reason::user_shutdown);
+    waiter->receive([](const caf::down_msg&) {}, caf::after(std::chrono::seconds(5)) >> [] {
+      std::fprintf(stderr, "switchyard node: the node actor did not stop within 5 s\n");
+    });
   }
   Teardown(const Teardown&) = delete;
   Teardown& operator=(const Teardown&) = delete;
 
+  std::vector<std::unique_ptr<NodeRole>> roles;  // in creation order; stopped in reverse
+
  private:
+  caf::actor_system& system_;
   tr::Transport& transport_;
   node_actor node_;
   milliseconds close_timeout_;
@@ -173,16 +192,21 @@ int run_node(const config::ClusterConfig& cluster, const std::string& node_name,
 
   caf::actor_system_config cfg;
   cfg.add_message_types<caf::id_block::sy_actors>();
-  // The node actor is light; the roles bring their own threads (compute) later.
+  // The node actor and the roles' actors only forward; compute runs on the roles' own threads.
   cfg.set("scheduler.max-threads", 2);
   caf::actor_system system{cfg};
   TransportBridge bridge{transport, node_name};
   if (options.metrics != nullptr) bridge.export_metrics(*options.metrics);
   NodeGauges gauges(options.metrics, me);
+  PeerDirectory directory;
   const node_actor node = spawn_node_actor(
-      system, NodeActorArgs{&cluster, node_name, &bridge, new_incarnation(),
+      system, NodeActorArgs{&cluster, node_name, &bridge, &directory, new_incarnation(),
                             [&stop](const std::string& reason) { stop.request(reason); }});
-  const Teardown teardown{transport, node, options.close_timeout};
+  Teardown teardown{system, transport, node, options.close_timeout};
+  if (options.make_roles) {
+    RoleContext context{cluster, me, system, bridge, directory, options.metrics};
+    teardown.roles = options.make_roles(context);
+  }
   // Listen only now: the handlers and their routes are in place, so the first peer's hello can
   // neither miss its handler nor arrive before the node actor that takes it.
   try {

@@ -15,10 +15,13 @@
 #include <functional>
 #include <mutex>
 #include <stdexcept>
+#include <memory>
 #include <string>
+#include <vector>
 
 #include "actors/config/cluster_config.hpp"
 #include "actors/messages.hpp"
+#include "actors/node/node_role.hpp"
 #include "transport/thread_annotations.hpp"
 #include "transport/transport.hpp"
 
@@ -59,6 +62,10 @@ struct NodeOptions {
   // Where the node registers its metrics (switchyard_node_up, switchyard_node_peers, the bridge's
   // transport and frame counters); null: none. Main builds it and its exporter; it outlives run_node.
   monitoring::Registry* metrics = nullptr;
+  // Builds the roles this node hosts (serve: from the config's roles and the model); empty or
+  // null: none (the node only keeps its peer table). Called once on the bootstrap thread before
+  // the transport listens; an exception from it stops the node and propagates.
+  std::function<std::vector<std::unique_ptr<NodeRole>>(RoleContext&)> make_roles;
 };
 
 // A node that could not start: what() names the node and every peer it still waits for, e.g.

@@ -156,6 +156,7 @@ void on_hello(NodeState& s, tr::PeerId from, schemas::NodeHello::Reader hello) {
   p.incarnation = hello.getIncarnation();
   p.reason.clear();
   p.state = PeerState::hello;
+  if (s.args.peers != nullptr) s.args.peers->up(name, from, p.roles);
   if (s.ready) {
     send_ready(s, from);  // a peer that (re)joined after we became ready
   } else {
@@ -222,6 +223,7 @@ node_actor::behavior_type node_actor_impl(Self self, NodeActorArgs args) {
       [self](const peer_down& d) {
         NodeState& st = self->state;
         st.greeted.erase(d.peer);
+        if (st.args.peers != nullptr) st.args.peers->down(d.peer, d.graceful, d.reason);
         Peer* p = peer_of(st, d.peer);
         if (p == nullptr) {
           st.names.erase(d.peer);

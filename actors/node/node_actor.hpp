@@ -13,6 +13,7 @@
 
 #include "actors/config/cluster_config.hpp"
 #include "actors/interfaces.hpp"
+#include "actors/node/peer_directory.hpp"
 #include "actors/node/transport_bridge.hpp"
 
 namespace sy::actors::node {
@@ -21,6 +22,7 @@ struct NodeActorArgs {
   const config::ClusterConfig* cluster = nullptr;
   std::string self;                    // this node's configured name
   TransportBridge* bridge = nullptr;   // its transport is listening
+  PeerDirectory* peers = nullptr;      // kept current: hello'd peers up, lost ones down
   std::uint64_t incarnation = 0;       // non-zero, random per process start
   // Called (on the actor's thread) when a peer orders this node to shut down; must be quick.
   std::function<void(const std::string& reason)> request_stop;

@@ -84,7 +84,7 @@ class BridgeTest : public ::testing::Test {
       b_.set_handler(static_cast<tr::AmId>(k), inbox_[static_cast<std::size_t>(k)].handler(static_cast<tr::AmId>(k)));
     }
     bridge_ = std::make_unique<TransportBridge>(a_, "a");
-    node_ = spawn_node_actor(*system_, NodeActorArgs{&cluster_, "a", bridge_.get(), 7,
+    node_ = spawn_node_actor(*system_, NodeActorArgs{&cluster_, "a", bridge_.get(), nullptr, 7,
                                                      [this](const std::string& r) { stop_.request(r); }});
     to_a_ = b_.connect(cluster_.node("a").transport_address(), 5s);
   }

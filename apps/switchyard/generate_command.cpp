@@ -102,7 +102,7 @@ int run_generate(const GenerateArgs& a) {
   }
   model::StreamDecoder decoder(tokenizer, /*skip_special_tokens=*/true);
   const auto results = model::generate(engine, std::span(&request, 1), gen, [&](std::size_t, std::int32_t token) {
-    std::cout << decoder.push(token) << std::flush;
+    std::cout << decoder.push_model_token(token) << std::flush;
   });
   std::cout << decoder.flush() << "\n" << std::flush;
   const model::GenerationResult& r = results.front();

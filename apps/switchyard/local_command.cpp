@@ -6,9 +6,10 @@
 // - sets UCX_NET_DEVICES=lo UCX_TLS=tcp UCX_WARN_UNUSED_ENV_VARS=n for them unless already set;
 // - waits (bounded) until every child printed "node NAME ready", then prints where things listen;
 // - on SIGTERM/SIGINT sends SIGTERM to every child, waits (bounded), SIGKILLs stragglers, exit 0;
-// - when a child dies (before or after ready) it reports its exit status and stderr tail, stops
-//   the others the same way and exits 1. The cluster is all or nothing until the roles can
-//   survive a lost node (DESIGN "Failure"); then this can report a degraded cluster instead.
+// - when a child dies before ready, or the router dies, or the last node of a role, it reports
+//   its exit status and stderr tail, stops the others the same way and exits 1; a lost worker
+//   whose role other nodes still host is reported and the cluster goes on (DESIGN "Failure":
+//   its requests failed with a retryable error, new ones go to the others).
 // Metrics: it writes a Prometheus scrape config listing every node's /metrics address next to the
 // config it uses (prometheus.yml beside a generated config, STEM.prometheus.yml beside a given one,
 // so a user's own prometheus.yml is never overwritten) and prints its path.
@@ -56,6 +57,11 @@ struct LocalArgs {
   std::string model;
   int prefill = 1;
   int decode = 1;
+  int rpc_port = 7433;     // generated config: the cluster API's port on 127.0.0.1 (0: any free one)
+  std::int64_t kv_pages = 0;   // generated config: [decode] kv_pages (0: the default)
+  std::int64_t max_batch = 0;  // generated config: [decode] max_batch (0: the default)
+  bool mtp = false;
+  std::string backend;
   std::string write_config;
   double ready_timeout_s = 0;
   double stop_timeout_s = 10;
@@ -103,8 +109,15 @@ cfg::ClusterConfig generate_config(const LocalArgs& a) {
   cfg::ClusterConfig c;
   c.cluster.name = "local";
   c.model.path = a.model.empty() ? "" : std::filesystem::absolute(a.model).string();
+  if (a.rpc_port < 0 || a.rpc_port > 65535) throw std::invalid_argument(fmt::format("--rpc-port {}: not a port", a.rpc_port));
+  if (a.kv_pages < 0 || a.max_batch < 0) throw std::invalid_argument("--kv-pages and --max-batch must be >= 1");
+  if (a.kv_pages > 0) c.decode.kv_pages = static_cast<std::uint32_t>(a.kv_pages);
+  if (a.max_batch > 0) c.decode.max_batch = static_cast<std::uint32_t>(a.max_batch);
+  c.decode.mtp = a.mtp;
+  c.model.backend = a.backend;
   const std::size_t n = 1 + static_cast<std::size_t>(a.prefill + a.decode);
-  const auto ports = free_ports(2 * n);
+  const auto ports = free_ports(2 * n + 1);
+  c.api.rpc.port = a.rpc_port == 0 ? ports[2 * n] : static_cast<std::uint16_t>(a.rpc_port);
   auto add = [&](std::string name, cfg::Role role) {
     cfg::NodeConfig node;
     node.name = std::move(name);
@@ -217,7 +230,18 @@ class Supervisor {
     print_ready();
     while (true) {
       if (stop_signal_) return stop_and_report(*stop_signal_);
-      if (Child* dead = first_dead()) return fail_on(*dead, "while the cluster was running");
+      for (Child& c : children_) {
+        if (!c.exited || c.reported) continue;
+        // The router is the front door, and a role with no node left cannot serve anything:
+        // then the cluster stops. A lost worker with peers of its role left is survivable (its
+        // requests failed with a retryable error; new ones go to the others).
+        if (c.node->has_role(cfg::Role::router) || !role_survives(c)) return fail_on(c, "while the cluster was running");
+        c.reported = true;
+        std::string tail;
+        for (const std::string& l : c.err_tail) tail += "\n    " + l;
+        warn(fmt::format("node {} (pid {}) {}; the cluster goes on without it. Its last stderr lines:{}", c.node->name,
+                         c.pid, describe_exit(c.status), tail.empty() ? " (none)" : tail));
+      }
       pump(milliseconds(1000));
     }
   }
@@ -281,6 +305,16 @@ class Supervisor {
   bool all_ready() const {
     for (const Child& c : children_) {
       if (!c.ready) return false;
+    }
+    return true;
+  }
+
+  // Whether every role of the dead child is still hosted by a live node.
+  bool role_survives(const Child& dead) const {
+    for (const cfg::Role role : dead.node->roles) {
+      bool hosted = false;
+      for (const Child& c : children_) hosted = hosted || (!c.exited && c.node->has_role(role));
+      if (!hosted) return false;
     }
     return true;
   }
@@ -397,8 +431,8 @@ class Supervisor {
       say(fmt::format("  {:<10} pid {:<7} transport {:<21} metrics {}:{:<6} roles {}", c.node->name, c.pid,
                       c.node->transport_address(), c.node->host, c.node->metrics_port, cfg::join_roles(c.node->roles)));
     }
-    say(fmt::format("  api: rpc {}, http {} (served once the router role lands)", cluster_.api.rpc.to_string(),
-                    cluster_.api.http.to_string()));
+    say(fmt::format("  api: rpc {} (try: yardctl --address {} generate --prompt \"Hello\")", cluster_.api.rpc.to_string(),
+                    cluster_.api.rpc.to_string()));
     say("Ctrl-C or SIGTERM stops the cluster");
   }
 
@@ -517,6 +551,12 @@ void add_local_command(CLI::App& app, CommandTable& commands) {
   cmd->add_option("--model", args->model, "Model folder for a generated config");
   cmd->add_option("--prefill", args->prefill, "Prefill nodes in a generated config")->capture_default_str();
   cmd->add_option("--decode", args->decode, "Decode nodes in a generated config")->capture_default_str();
+  cmd->add_option("--rpc-port", args->rpc_port, "Generated config: cluster API port on 127.0.0.1 (0: any free)")
+      ->capture_default_str();
+  cmd->add_option("--kv-pages", args->kv_pages, "Generated config: KV pages per layer pool on each decode node");
+  cmd->add_option("--max-batch", args->max_batch, "Generated config: running requests per decode node");
+  cmd->add_flag("--mtp", args->mtp, "Generated config: MTP self-speculative decoding for greedy requests");
+  cmd->add_option("--backend", args->backend, "Generated config: kernel backend (ref | cpu; default: the fastest)");
   cmd->add_option("--write-config", args->write_config,
                   "Only write the generated config (free loopback ports) to this file and exit");
   cmd->add_option("--ready-timeout", args->ready_timeout_s,

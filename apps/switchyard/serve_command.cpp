@@ -4,6 +4,12 @@
 // Prints exactly one line to stdout, when ready: "node NAME ready (roles ..., peers ...)"
 // (`switchyard local` and the system tests wait for it); everything else goes to stderr.
 // Metrics: the process's registry and its exporter, at the node's host:metrics_port (GET /metrics).
+// Roles: router, prefill and decode are built from the config ([model] path and backend,
+// [decode] sizes, [api] rpc) by make_roles below. SY_DUMP_LOGITS_DIR=DIR makes prefill and decode
+// dump every generated token's logits there (the determinism tests compare them).
+// Transport: UCX over tcp with error mode PEER (a dead peer is noticed at once). When UCX_TLS
+// names shared-memory transports (sm, posix, sysv, cma) the node uses error mode NONE, which
+// shared memory requires (TOOLCHAIN.md); then only polite leaves are noticed.
 #include <fmt/format.h>
 #include <pthread.h>
 #include <signal.h>
@@ -18,8 +24,13 @@
 #include <thread>
 
 #include "actors/config/cluster_config.hpp"
+#include "actors/decode/decode_role.hpp"
 #include "actors/node/node.hpp"
+#include "actors/prefill/prefill_role.hpp"
+#include "actors/router/router_role.hpp"
+#include "apps/switchyard/backends.hpp"
 #include "apps/switchyard/commands.hpp"
+#include "model/linear.hpp"
 #include "monitoring/exporter.hpp"
 #include "monitoring/metrics.hpp"
 #include "transport/ucx/ucx_transport.hpp"
@@ -63,6 +74,61 @@ class SignalWaiter {
   std::thread thread_;
 };
 
+bool uses_shared_memory(const char* tls) {
+  if (tls == nullptr) return false;
+  const std::string t(tls);
+  for (const char* name : {"sm", "posix", "sysv", "cma", "shm"}) {
+    if (t.find(name) != std::string::npos) return true;
+  }
+  return false;
+}
+
+// The roles of `me` as the config describes them.
+std::vector<std::unique_ptr<actors::node::NodeRole>> make_roles(actors::node::RoleContext& context) {
+  const actors::config::ClusterConfig& cluster = context.cluster;
+  const actors::config::NodeConfig& me = context.me;
+  using actors::config::Role;
+  const bool serving = me.has_role(Role::router) || me.has_role(Role::prefill) || me.has_role(Role::decode);
+  if (serving && cluster.model.path.empty()) {
+    throw actors::config::ConfigError(fmt::format("{}: node {} hosts {}, which need [model] path", cluster.source,
+                                                  me.name, actors::config::join_roles(me.roles)));
+  }
+  const std::string backend_name = cluster.model.backend.empty() ? backend_names().back() : cluster.model.backend;
+  const gpu::Backend& backend = find_backend(backend_name);
+  const model::Numerics numerics = model::parse_numerics(cluster.model.numerics);
+  const char* dump = std::getenv("SY_DUMP_LOGITS_DIR");
+  std::vector<std::unique_ptr<actors::node::NodeRole>> roles;
+  if (me.has_role(Role::decode)) {
+    actors::decode::DecodeRoleOptions o;
+    o.model_dir = cluster.model.path;
+    o.backend = &backend;
+    o.numerics = numerics;
+    o.kv_pages = cluster.decode.kv_pages;
+    o.max_batch = cluster.decode.max_batch;
+    o.mtp = cluster.decode.mtp;
+    if (dump != nullptr) o.dump_logits_dir = dump;
+    roles.push_back(actors::decode::make_decode_role(context, std::move(o)));
+  }
+  if (me.has_role(Role::prefill)) {
+    actors::prefill::PrefillRoleOptions o;
+    o.model_dir = cluster.model.path;
+    o.backend = &backend;
+    o.numerics = numerics;
+    o.mtp = cluster.decode.mtp;
+    if (dump != nullptr) o.dump_logits_dir = dump;
+    roles.push_back(actors::prefill::make_prefill_role(context, std::move(o)));
+  }
+  if (me.has_role(Role::router)) {
+    actors::router::RouterRoleOptions o;
+    o.model_dir = cluster.model.path;
+    o.backend_name = backend_name;
+    o.numerics = cluster.model.numerics;
+    o.rpc_listen = cluster.api.rpc.to_string();
+    roles.push_back(actors::router::make_router_role(context, std::move(o)));
+  }
+  return roles;
+}
+
 int run_serve(const ServeArgs& args) {
   const actors::config::ClusterConfig cluster = actors::config::load_cluster_config(args.config);
   const actors::config::NodeConfig& me = cluster.node(args.node);  // an unknown node fails before anything starts
@@ -78,7 +144,8 @@ int run_serve(const ServeArgs& args) {
   const monitoring::Exporter exporter(fmt::format("{}:{}", me.host, me.metrics_port), metrics);
 
   transport::ucx::UcxOptions options;
-  options.error_mode = transport::ucx::ErrorMode::peer;
+  options.error_mode = uses_shared_memory(std::getenv("UCX_TLS")) ? transport::ucx::ErrorMode::none
+                                                                   : transport::ucx::ErrorMode::peer;
   options.name = args.node;
   // The listener path needs tcp, and error mode PEER uses only tcp lanes; the environment may
   // still choose (UCX_TLS, UCX_NET_DEVICES).
@@ -94,6 +161,7 @@ int run_serve(const ServeArgs& args) {
     node_options.peer_timeout = std::chrono::milliseconds(static_cast<std::int64_t>(args.peer_timeout_s * 1000));
   }
   node_options.metrics = metrics.get();
+  node_options.make_roles = make_roles;
   node_options.on_ready = [](const actors::node_status& status) {
     std::fputs((actors::node::ready_line(status) + "\n").c_str(), stdout);
     std::fflush(stdout);

@@ -23,3 +23,15 @@ wait_until() {
     sleep 0.1
   done
 }
+
+# tiny_model: prints a tiny model folder: the C++ tests' shared one (SY_BUILD_DIR/test-models/
+# tiny-seed7) when it is complete, else one made in $work with the tokenizer files of
+# deploy/install-deps.sh. Prints nothing when neither can be had (the caller skips, exit 77).
+tiny_model() {
+  local shared="${SY_BUILD_DIR:?}/test-models/tiny-seed7"
+  if [ -f "$shared/.complete" ]; then echo "$shared"; return 0; fi
+  local data_dir="${SY_DATA_DIR:-$HOME/.cache/switchyard}"
+  [ -s "$data_dir/tokenizer/tokenizer.json" ] || return 0
+  "$SY_BUILD_DIR/apps/switchyard" make-tiny-model "$work/tiny" --seed 7 --tokenizer-dir "$data_dir/tokenizer" >/dev/null &&
+    echo "$work/tiny"
+}

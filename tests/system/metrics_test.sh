@@ -27,7 +27,10 @@ trap cleanup EXIT
 ready_seen() { grep -qs 'cluster "local" ready: 3 nodes' "$work/local.out"; }
 
 t0=$SECONDS
-"$bin" local --prefill 1 --decode 1 --write-config "$work/cluster.toml" >"$work/write.out" || fail "write-config"
+model=$(tiny_model)
+[ -n "$model" ] || { echo "metrics_test: SKIPPED: no tiny model and no tokenizer files to make one"; exit 77; }
+"$bin" local --model "$model" --prefill 1 --decode 1 --rpc-port 0 --kv-pages 64 --write-config "$work/cluster.toml" \
+  >"$work/write.out" || fail "write-config"
 "$bin" local --config "$work/cluster.toml" --stop-timeout 8 >"$work/local.out" 2>"$work/local.err" &
 sup=$!
 started+=("$sup")

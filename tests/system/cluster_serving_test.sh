@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# System test of the disaggregated cluster (issue: transport and the disaggregated cluster):
+# separate `switchyard serve` processes (router, prefill0, decode0, decode1) started by
+# `switchyard local` on the tiny model, talking over real UCX on loopback.
+#  1. Determinism, once over UCX tcp and once over shared memory (UCX_TLS=sm,tcp): 16 prompts
+#     through the cluster API (yardctl generate, greedy) give exactly the text of the
+#     single-process `switchyard generate`, and the logits every node dumps (SY_DUMP_LOGITS_DIR:
+#     prefill writes row 0, decode the rest) are bitwise equal to `generate --dump-logits`.
+#     The same 16 prompts sent at once (continuous batching across both decode nodes) give the
+#     same texts again.
+#  2. Failure (tcp, where UCX notices a dead peer): kill -9 of a decode node while it generates;
+#     the client gets a retryable error (yardctl exit 4) naming the node within 5 s, and a new
+#     request is served by the other decode node with the right text.
+# Needs SY_BUILD_DIR (ctest sets it). Every wait is bounded; a trap kills what it started.
+set -euo pipefail
+
+sy="${SY_BUILD_DIR:?SY_BUILD_DIR not set}/apps/switchyard"
+yardctl="$SY_BUILD_DIR/apps/yardctl"
+[ -x "$sy" ] && [ -x "$yardctl" ] || { echo "cluster_serving_test: SKIPPED: switchyard or yardctl not built"; exit 77; }
+work=$(mktemp -d "${TMPDIR:-/tmp}/sy-cluster-test.XXXXXX")
+started=()
+cleanup() {
+  for pid in "${started[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+  for pid in $(cat "$work"/*.pids 2>/dev/null); do kill -KILL "$pid" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+# shellcheck source=tests/system/lib.sh
+. "$(dirname "$0")/lib.sh"
+
+model=$(tiny_model)
+[ -n "$model" ] || { echo "cluster_serving_test: SKIPPED: no tiny model and no tokenizer files to make one"; exit 77; }
+max_tokens=24
+prompts=(
+  "Hello, world" "The capital of France is" "def fibonacci(n):" "1 2 3 4 5 6 7 8"
+  "混合专家模型" "Once upon a time" "SELECT * FROM users WHERE" "東京の天気は"
+  "The quick brown fox" "import numpy as np" "안녕하세요" "In 1492, Columbus"
+  "🙂 emoji test 🚀" "Mixture of experts routes each token" "x" "A long time ago in a galaxy far, far away"
+)
+
+# The single-process reference: text and logits per prompt.
+mkdir -p "$work/ref"
+for i in "${!prompts[@]}"; do
+  "$sy" generate --model "$model" --prompt "${prompts[$i]}" --max-tokens "$max_tokens" \
+    --dump-logits "$work/ref/$((i + 1)).f32" >"$work/ref/$((i + 1)).txt" 2>/dev/null ||
+    fail "switchyard generate failed on prompt $((i + 1))"
+done
+echo "reference: ${#prompts[@]} prompts generated in one process"
+
+# start_cluster TAG: `switchyard local` with logit dumps into $work/TAG.dumps; sets sup, address.
+start_cluster() {
+  local tag=$1
+  mkdir -p "$work/$tag.dumps"
+  SY_DUMP_LOGITS_DIR="$work/$tag.dumps" "$sy" local --model "$model" --prefill 1 --decode 2 --rpc-port 0 \
+    --kv-pages 256 --stop-timeout 8 >"$work/$tag.out" 2>"$work/$tag.err" &
+  sup=$!
+  started+=("$sup")
+  ready() { grep -qs 'cluster "local" ready: 4 nodes' "$work/$tag.out"; }
+  wait_until 60 ready || fail "$tag: cluster not ready within 60 s"
+  sed -n 's/^switchyard local: started [a-z0-9]* pid \([0-9]*\) .*/\1/p' "$work/$tag.out" >"$work/$tag.pids"
+  address=$(sed -n 's/^switchyard local:   api: rpc \([0-9.:]*\) .*/\1/p' "$work/$tag.out")
+  [ -n "$address" ] || fail "$tag: no api line"
+}
+
+stop_cluster() {
+  kill -TERM "$sup"
+  wait_until 20 all_gone "$sup" || fail "supervisor still running 20 s after SIGTERM"
+  wait "$sup" || true
+}
+
+determinism() {
+  local tag=$1
+  local t0=$SECONDS
+  start_cluster "$tag"
+  for i in "${!prompts[@]}"; do
+    local n=$((i + 1))
+    "$yardctl" --address "$address" generate --prompt "${prompts[$i]}" --max-tokens "$max_tokens" \
+      >"$work/$tag.$n.txt" 2>"$work/$tag.$n.err" || fail "$tag: yardctl generate exited $? on prompt $n: $(cat "$work/$tag.$n.err")"
+    cmp -s "$work/$tag.$n.txt" "$work/ref/$n.txt" ||
+      fail "$tag: prompt $n: cluster '$(cat "$work/$tag.$n.txt")' vs single process '$(cat "$work/ref/$n.txt")'"
+    # Request ids count from 1 in submission order, one request at a time here.
+    cmp -s "$work/$tag.dumps/request-$n.f32" "$work/ref/$n.f32" ||
+      fail "$tag: prompt $n: logits differ ($(stat -c %s "$work/$tag.dumps/request-$n.f32" 2>/dev/null || echo no) bytes vs $(stat -c %s "$work/ref/$n.f32"))"
+  done
+  echo "$tag: ${#prompts[@]} prompts token-identical, logits bitwise equal ($((SECONDS - t0)) s)"
+  # All at once: the decode nodes batch them; the texts must not change.
+  local pids=()
+  for i in "${!prompts[@]}"; do
+    "$yardctl" --address "$address" generate --prompt "${prompts[$i]}" --max-tokens "$max_tokens" \
+      >"$work/$tag.c$((i + 1)).txt" 2>"$work/$tag.c$((i + 1)).err" &
+    pids+=($!)
+  done
+  for i in "${!pids[@]}"; do
+    wait "${pids[$i]}" || fail "$tag: concurrent prompt $((i + 1)): yardctl exited $?: $(cat "$work/$tag.c$((i + 1)).err")"
+    cmp -s "$work/$tag.c$((i + 1)).txt" "$work/ref/$((i + 1)).txt" || fail "$tag: concurrent prompt $((i + 1)) differs"
+  done
+  grep -q "requests   completed $((2 * ${#prompts[@]}))," <("$yardctl" --address "$address" status) ||
+    fail "$tag: status does not count $((2 * ${#prompts[@]})) completed requests: $("$yardctl" --address "$address" status)"
+  echo "$tag: ${#prompts[@]} concurrent prompts identical ($((SECONDS - t0)) s)"
+  stop_cluster
+}
+
+export UCX_NET_DEVICES=lo UCX_WARN_UNUSED_ENV_VARS=n
+UCX_TLS=tcp determinism tcp
+UCX_TLS=sm,tcp determinism sm
+
+echo "== kill -9 of a decode node mid-generation (tcp)"
+export UCX_TLS=tcp
+start_cluster kill
+# Two long generations: the router spreads them over both decode nodes (free pages).
+long_pids=()
+for k in 1 2; do
+  "$yardctl" --address "$address" generate --prompt "long generation $k" --max-tokens 4000 \
+    >"$work/long$k.txt" 2>"$work/long$k.err" &
+  long_pids+=($!)
+done
+sleep 2
+victim=$(sed -n 's/^switchyard local: started decode1 pid \([0-9]*\) .*/\1/p' "$work/kill.out")
+kill -KILL "$victim"
+killed_at=$SECONDS
+failed_one() {
+  for k in 1 2; do grep -qs "decode1" "$work/long$k.err" && return 0; done
+  return 1
+}
+wait_until 5 failed_one || fail "no client saw decode1's loss within 5 s: $(cat "$work"/long*.err)"
+echo "a client failed $((SECONDS - killed_at)) s after the kill: $(grep -h decode1 "$work"/long*.err)"
+for k in 1 2; do
+  if grep -qs decode1 "$work/long$k.err"; then
+    rc=0
+    wait "${long_pids[$((k - 1))]}" || rc=$?
+    [ "$rc" -eq 4 ] || fail "yardctl exit status $rc for the lost request (expected 4: retryable)"
+    grep -q "unavailable" "$work/long$k.err" || fail "the error is not 'unavailable': $(cat "$work/long$k.err")"
+  else
+    kill -TERM "${long_pids[$((k - 1))]}" 2>/dev/null || true  # the survivor: the client goes away
+  fi
+done
+alive "$sup" || fail "the supervisor stopped after losing one decode node"
+"$yardctl" --address "$address" generate --prompt "${prompts[0]}" --max-tokens "$max_tokens" >"$work/after.txt" \
+  2>"$work/after.err" || fail "a new request after the kill failed: $(cat "$work/after.err")"
+cmp -s "$work/after.txt" "$work/ref/1.txt" || fail "after the kill: '$(cat "$work/after.txt")' differs"
+echo "a new request after the kill was served correctly"
+stop_cluster
+echo "cluster serving system test passed"
