@@ -58,7 +58,8 @@ class DecodeRole final : public node::NodeRole {
   void on_peer_change(const node::PeerChange& change);
   void kick();
   void run_step();
-  void report_load();
+  void report_load();  // send_load now and again after the report interval
+  void send_load();    // WorkerLoad to every router
   void expire(std::uint64_t request, std::uint64_t reservation);
   void refuse(tr::PeerId to, std::uint64_t request, schemas::KvRefusalReason reason, const std::string& why);
   void send_release(tr::PeerId to, std::uint64_t request, std::uint64_t reservation, schemas::KvReleaseReason reason,
@@ -293,6 +294,7 @@ void DecodeRole::on_hand_off(const received<schemas::KvHandOff>& m) {
     return;
   }
   live_.emplace(id, Live{h.getRouter().getName(), h.getPromptTokens(), 1});
+  send_load();  // routers see the pages taken at once, not at the next report
   kick();
 }
 
@@ -357,6 +359,7 @@ void DecodeRole::kick() {
 
 void DecodeRole::run_step() {
   if (batcher_.idle()) return;
+  bool ended = false;
   for (model::RequestEvent& e : batcher_.step()) {
     const auto it = live_.find(e.id);
     if (it == live_.end()) continue;
@@ -394,12 +397,21 @@ void DecodeRole::run_step() {
     usage.setPromptTokens(l.prompt_tokens);
     usage.setCompletionTokens(l.next_index);
     bridge_.send<schemas::TokenBatch>(*router, message);
-    if (e.finish != model::FinishReason::none) live_.erase(it);
+    if (e.finish != model::FinishReason::none) {
+      live_.erase(it);
+      ended = true;
+    }
   }
+  if (ended) send_load();  // freed pages count at once for the routers' choices and status
   if (!batcher_.idle()) kick();
 }
 
 void DecodeRole::report_load() {
+  send_load();
+  worker_.post_after(options_.load_report_interval, [this] { report_load(); });
+}
+
+void DecodeRole::send_load() {
   const model::KvCache& cache = model_.engine().kv_cache();
   for (const std::string& router : peers_.with_role(config::Role::router)) {
     const auto peer = peers_.find(router);
@@ -415,7 +427,6 @@ void DecodeRole::report_load() {
     load.setQueueDepth(0);
     bridge_.send<schemas::WorkerLoad>(*peer, message);
   }
-  worker_.post_after(options_.load_report_interval, [this] { report_load(); });
 }
 
 }  // namespace
