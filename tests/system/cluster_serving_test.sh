@@ -8,6 +8,8 @@
 #     prefill writes row 0, decode the rest) are bitwise equal to `generate --dump-logits`.
 #     The same 16 prompts sent at once (continuous batching across both decode nodes) give the
 #     same texts again.
+#     With root (CI), once more with every node in its own network namespace, its own address on
+#     a veth pair joined by a bridge (deploy/netns/cluster.sh), the client outside them all.
 #  2. Failure (tcp, where UCX notices a dead peer): kill -9 of a decode node while it generates;
 #     the client gets a retryable error (yardctl exit 4) naming the node within 5 s, and a new
 #     request is served by the other decode node with the right text.
@@ -19,8 +21,12 @@ yardctl="$SY_BUILD_DIR/apps/yardctl"
 [ -x "$sy" ] && [ -x "$yardctl" ] || { echo "cluster_serving_test: SKIPPED: switchyard or yardctl not built"; exit 77; }
 work=$(mktemp -d "${TMPDIR:-/tmp}/sy-cluster-test.XXXXXX")
 started=()
+netns=$(cd "$(dirname "$0")/../.." && pwd)/deploy/netns/cluster.sh
+export SY_NETNS_PREFIX="syt$((RANDOM % 10000))" SY_NETNS_SUBNET="10.79.$((RANDOM % 250))"
+netns_up=0
 cleanup() {
   for pid in "${started[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+  [ "$netns_up" -eq 0 ] || "$netns" down || true
   for pid in $(cat "$work"/*.pids 2>/dev/null); do kill -KILL "$pid" 2>/dev/null || true; done
   rm -rf "$work"
 }
@@ -47,6 +53,22 @@ for i in "${!prompts[@]}"; do
 done
 echo "reference: ${#prompts[@]} prompts generated in one process"
 
+# check_prompts TAG: the 16 prompts one at a time through $address: text and dumped logits equal
+# the reference.
+check_prompts() {
+  local tag=$1
+  for i in "${!prompts[@]}"; do
+    local n=$((i + 1))
+    "$yardctl" --address "$address" generate --prompt "${prompts[$i]}" --max-tokens "$max_tokens" \
+      >"$work/$tag.$n.txt" 2>"$work/$tag.$n.err" || fail "$tag: yardctl generate exited $? on prompt $n: $(cat "$work/$tag.$n.err")"
+    cmp -s "$work/$tag.$n.txt" "$work/ref/$n.txt" ||
+      fail "$tag: prompt $n: cluster '$(cat "$work/$tag.$n.txt")' vs single process '$(cat "$work/ref/$n.txt")'"
+    # Request ids count from 1 in submission order, one request at a time here.
+    cmp -s "$work/$tag.dumps/request-$n.f32" "$work/ref/$n.f32" ||
+      fail "$tag: prompt $n: logits differ ($(stat -c %s "$work/$tag.dumps/request-$n.f32" 2>/dev/null || echo no) bytes vs $(stat -c %s "$work/ref/$n.f32"))"
+  done
+}
+
 # start_cluster TAG: `switchyard local` with logit dumps into $work/TAG.dumps; sets sup, address.
 start_cluster() {
   local tag=$1
@@ -72,16 +94,7 @@ determinism() {
   local tag=$1
   local t0=$SECONDS
   start_cluster "$tag"
-  for i in "${!prompts[@]}"; do
-    local n=$((i + 1))
-    "$yardctl" --address "$address" generate --prompt "${prompts[$i]}" --max-tokens "$max_tokens" \
-      >"$work/$tag.$n.txt" 2>"$work/$tag.$n.err" || fail "$tag: yardctl generate exited $? on prompt $n: $(cat "$work/$tag.$n.err")"
-    cmp -s "$work/$tag.$n.txt" "$work/ref/$n.txt" ||
-      fail "$tag: prompt $n: cluster '$(cat "$work/$tag.$n.txt")' vs single process '$(cat "$work/ref/$n.txt")'"
-    # Request ids count from 1 in submission order, one request at a time here.
-    cmp -s "$work/$tag.dumps/request-$n.f32" "$work/ref/$n.f32" ||
-      fail "$tag: prompt $n: logits differ ($(stat -c %s "$work/$tag.dumps/request-$n.f32" 2>/dev/null || echo no) bytes vs $(stat -c %s "$work/ref/$n.f32"))"
-  done
+  check_prompts "$tag"
   echo "$tag: ${#prompts[@]} prompts token-identical, logits bitwise equal ($((SECONDS - t0)) s)"
   # All at once: the decode nodes batch them; the texts must not change.
   local pids=()
@@ -103,6 +116,50 @@ determinism() {
 export UCX_NET_DEVICES=lo UCX_WARN_UNUSED_ENV_VARS=n
 UCX_TLS=tcp determinism tcp
 UCX_TLS=sm,tcp determinism sm
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "netns: SKIPPED: separate network namespaces need root"
+elif ! "$netns" up 4 >"$work/netns.log" 2>&1; then
+  netns_up=1
+  echo "netns: SKIPPED: cannot make network namespaces here: $(tail -n 1 "$work/netns.log")"
+else
+  netns_up=1
+  t0=$SECONDS
+  # The same cluster as `switchyard local` makes, but each node at its own address.
+  {
+    echo '[cluster]'
+    echo 'name = "netns"'
+    echo 'peer_timeout_s = 60'
+    echo '[model]'
+    echo "path = \"$model\""
+    echo '[api]'
+    echo "rpc = \"$("$netns" address 1):7433\""
+    echo '[decode]'
+    echo 'kv_pages = 256'
+  } >"$work/netns.toml"
+  for spec in "1 router router" "2 prefill0 prefill" "3 decode0 decode" "4 decode1 decode"; do
+    read -r i name role <<<"$spec"
+    printf '\n[[node]]\nname = "%s"\nhost = "%s"\ntransport_port = 17400\nmetrics_port = 19400\nroles = ["%s"]\n' \
+      "$name" "$("$netns" address "$i")" "$role" >>"$work/netns.toml"
+  done
+  mkdir -p "$work/netns.dumps"
+  for spec in "1 router" "2 prefill0" "3 decode0" "4 decode1"; do
+    read -r i name <<<"$spec"
+    SY_DUMP_LOGITS_DIR="$work/netns.dumps" UCX_TLS=tcp "$netns" exec "$i" "$sy" serve --config "$work/netns.toml" \
+      --node "$name" >"$work/netns.$name.out" 2>"$work/netns.$name.err" &
+    started+=($!)
+  done
+  all_ready() { for n in router prefill0 decode0 decode1; do grep -qs "^node $n ready" "$work/netns.$n.out" || return 1; done; }
+  wait_until 60 all_ready || fail "netns: nodes not ready within 60 s"
+  address="$("$netns" address 1):7433"
+  check_prompts netns
+  echo "netns: ${#prompts[@]} prompts token-identical, logits bitwise equal across 4 namespaces ($((SECONDS - t0)) s)"
+  for pid in "${started[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  wait_until 20 all_gone "${started[@]}" || fail "netns: nodes still running 20 s after SIGTERM"
+  started=()
+  "$netns" down
+  netns_up=0
+fi
 
 echo "== kill -9 of a decode node mid-generation (tcp)"
 export UCX_TLS=tcp
