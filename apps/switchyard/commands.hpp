@@ -36,4 +36,7 @@ void add_local_command(CLI::App& app, CommandTable& commands);
 // serve-api: the cluster API from one process running every role (serve_api_command.cpp).
 void add_serve_api_command(CLI::App& app, CommandTable& commands);
 
+// eplb: EPLB placements for a JSON list of load cases (eplb_command.cpp).
+void add_eplb_command(CLI::App& app, CommandTable& commands);
+
 }  // namespace sy::apps
