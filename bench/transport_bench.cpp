@@ -1,4 +1,5 @@
-// Transport benchmark: KV-page RMA put bandwidth (1-64 MiB, first put to flush completion) and
+// Transport benchmark: KV-page RMA put bandwidth (1-64 MiB, first put to flush completion; into
+// a region the peer registered with register_memory and into one it got from allocate_memory) and
 // 1 KiB active-message round-trip latency over the project's UcxTransport between two processes
 // on this host (the bench spawns itself as the peer with --peer), on UCX shared memory (TLS
 // "sm,tcp", error mode NONE) and tcp (TLS "tcp", mode PEER). Baselines come from ucx_perftest run
@@ -44,10 +45,14 @@ constexpr std::size_t am_bytes = 1024;
 
 // --idle-ms: the progress thread's longest sleep (UcxOptions::max_idle_wait), on both sides.
 int idle_ms = 100;
+// --busy-poll-us: the progress thread's busy-poll window (UcxOptions::busy_poll), both sides;
+// -1 keeps the UcxOptions default.
+int busy_poll_us = -1;
 
 tr::ucx::UcxOptions options_for(const std::string& tls, const std::string& name) {
   tr::ucx::UcxOptions o;
   o.max_idle_wait = std::chrono::milliseconds(idle_ms);
+  if (busy_poll_us >= 0) o.busy_poll = std::chrono::microseconds(busy_poll_us);
   if (tls == "sm") {
     o.error_mode = tr::ucx::ErrorMode::none;  // shared memory needs mode NONE
     o.config = {{"TLS", "sm,tcp"}, {"NET_DEVICES", "lo"}};  // the listener path needs tcp
@@ -114,7 +119,8 @@ class Waiter {
 };
 
 // ---------------------------------------------------------------------------------------------
-// The peer: listens, serves a 64 MiB registered region, echoes AM 1 back as AM 2, and leaves when
+// The peer: listens, serves two 64 MiB regions (a std::vector passed to register_memory, and one
+// from allocate_memory: UCX shared memory), echoes AM 1 back as AM 2, and leaves when
 // the parent closes (or dies: PDEATHSIG; or 120 s pass).
 
 int run_peer(const std::string& tls) {
@@ -123,6 +129,7 @@ int run_peer(const std::string& tls) {
   transport.listen("127.0.0.1:0");
   std::vector<std::byte> region(region_bytes, std::byte{0});
   auto registered = transport.register_memory(region.data(), region.size());
+  auto allocated = transport.allocate_memory(region_bytes);
 
   // Ping-pong keeps one echo in flight; a ring of buffers covers a late send completion.
   constexpr std::size_t ring = 64;
@@ -136,15 +143,18 @@ int run_peer(const std::string& tls) {
   Waiter gone;
   transport.on_peer_failure([&](tr::PeerId, const tr::PeerDown&) { gone.add(true); });
 
-  std::printf("READY %s %llu %s\n", transport.local_address().c_str(),
+  std::printf("READY %s %llu %s %llu %s\n", transport.local_address().c_str(),
               static_cast<unsigned long long>(registered->remote_address()),
-              to_hex(registered->packed_key()).c_str());
+              to_hex(registered->packed_key()).c_str(),
+              static_cast<unsigned long long>(allocated->remote_address()),
+              to_hex(allocated->packed_key()).c_str());
   std::fflush(stdout);
   try {
     gone.wait_for(1, 120s, "peer");
   } catch (const std::exception&) {
   }
   registered.reset();
+  allocated.reset();
   transport.close(1s);
   return 0;
 }
@@ -166,8 +176,10 @@ class Child {
     posix_spawn_file_actions_init(&actions);
     posix_spawn_file_actions_adddup2(&actions, fds[1], STDOUT_FILENO);
     posix_spawn_file_actions_addclose(&actions, fds[0]);
-    std::string flag = "--peer", arg = tls, idle = std::to_string(idle_ms);
-    char* argv[] = {const_cast<char*>(self.c_str()), flag.data(), arg.data(), idle.data(), nullptr};
+    std::string flag = "--peer", arg = tls, idle = std::to_string(idle_ms),
+                busy = std::to_string(busy_poll_us);
+    char* argv[] = {const_cast<char*>(self.c_str()), flag.data(), arg.data(), idle.data(),
+                    busy.data(), nullptr};
     const int rc = posix_spawn(&pid_, self.c_str(), &actions, nullptr, argv, envp.data());
     posix_spawn_file_actions_destroy(&actions);
     ::close(fds[1]);
@@ -316,10 +328,11 @@ void run_transport(const std::string& self, const std::string& tls, const Config
   const std::string ready = child.read_line(20s);
   if (ready.rfind("READY ", 0) != 0) throw std::runtime_error("peer (" + tls + ") said '" + ready + "'");
   std::istringstream fields(ready.substr(6));
-  std::string address, key_hex;
-  unsigned long long remote = 0;
-  fields >> address >> remote >> key_hex;
+  std::string address, key_hex, alloc_key_hex;
+  unsigned long long remote = 0, alloc_remote = 0;
+  fields >> address >> remote >> key_hex >> alloc_remote >> alloc_key_hex;
   const std::vector<std::byte> key = from_hex(key_hex);
+  const std::vector<std::byte> alloc_key = from_hex(alloc_key_hex);
 
   tr::ucx::UcxTransport t(options_for(tls, "bench"));
   const tr::PeerId peer = t.connect(address, 10s);
@@ -331,12 +344,22 @@ void run_transport(const std::string& self, const std::string& tls, const Config
     auto it = cfg.baselines.find(tls + " " + test + " " + size);
     return it == cfg.baselines.end() ? 0.0 : it->second;
   };
-  for (std::size_t mib : {1, 4, 16, 64}) {
-    const Stats s = bench_put(t, peer, local, remote, key, mib << 20, cfg);
-    const std::string size = std::to_string(mib) + " MiB";
-    const std::string test = cfg.window == 1 ? "put+flush" : "put x" + std::to_string(cfg.window) + "+flush";
-    rows.push_back({tls, test, size, s, "GB/s", base("put", std::to_string(mib << 20)), true});
-    std::fprintf(stderr, "%s %s %s: %.2f GB/s\n", tls.c_str(), test.c_str(), size.c_str(), s.median);
+  // Target region: "registered" = the peer's std::vector via register_memory (UCX emulates puts
+  // into it with active messages on sm), "allocated" = the peer's allocate_memory region (UCX
+  // shared memory on sm: a direct copy, as ucx_perftest's own UCX-allocated buffers).
+  for (const bool into_allocated : {false, true}) {
+    for (std::size_t mib : {1, 4, 16, 64}) {
+      const Stats s = into_allocated
+                          ? bench_put(t, peer, local, alloc_remote, alloc_key, mib << 20, cfg)
+                          : bench_put(t, peer, local, remote, key, mib << 20, cfg);
+      const std::string size = std::to_string(mib) + " MiB";
+      const std::string test = (cfg.window == 1 ? std::string("put+flush")
+                                                : "put x" + std::to_string(cfg.window) + "+flush") +
+                               (into_allocated ? " -> allocated" : " -> registered");
+      rows.push_back({tls, test, size, s, "GB/s", base("put", std::to_string(mib << 20)), true});
+      std::fprintf(stderr, "%s %s %s: %.2f GB/s\n", tls.c_str(), test.c_str(), size.c_str(),
+                   s.median);
+    }
   }
   const int iters = tls == "tcp" ? cfg.lat_iters / 4 : cfg.lat_iters;
   for (bool from_handler : {false, true}) {
@@ -386,7 +409,7 @@ std::map<std::string, double> read_baselines(const std::string& path) {
 int usage() {
   std::fprintf(stderr,
                "usage: transport_bench [--tls sm|tcp]... [--window N] [--seconds S] [--iters N] "
-               "[--idle-ms N] [--baselines FILE] [--quick]\n");
+               "[--idle-ms N] [--busy-poll-us N] [--baselines FILE] [--quick]\n");
   return 2;
 }
 
@@ -395,8 +418,9 @@ int usage() {
 int main(int argc, char** argv) {
   try {
     std::vector<std::string> args(argv + 1, argv + argc);
-    if (args.size() == 3 && args[0] == "--peer") {
+    if (args.size() == 4 && args[0] == "--peer") {
       idle_ms = std::stoi(args[2]);
+      busy_poll_us = std::stoi(args[3]);
       return run_peer(args[1]);
     }
     Config cfg;
@@ -415,6 +439,8 @@ int main(int argc, char** argv) {
         cfg.baselines = read_baselines(args[++i]);
       } else if (args[i] == "--idle-ms" && has_value) {
         idle_ms = std::max(1, std::stoi(args[++i]));
+      } else if (args[i] == "--busy-poll-us" && has_value) {
+        busy_poll_us = std::max(0, std::stoi(args[++i]));
       } else if (args[i] == "--quick") {
         cfg.seconds = 0.2;
         cfg.min_reps = 3;

@@ -11,6 +11,7 @@
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <poll.h>
+#include <sched.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -207,7 +208,7 @@ struct UcxTransport::Impl {
 
   // --- progress thread ---
   void run();
-  void run_commands();
+  bool run_commands();  // true when it ran any
   void after_progress();
   void teardown();
 
@@ -325,6 +326,10 @@ struct UcxTransport::Impl {
   std::mutex queue_mutex;
   std::vector<std::function<void()>> commands SY_GUARDED_BY(queue_mutex);
   bool accepting SY_GUARDED_BY(queue_mutex) = true;
+  // The progress thread is (about to be) asleep in poll: a new command must write wake_fd.
+  // While it busy-polls, posting skips that syscall and it sees `has_commands` instead.
+  bool sleeping SY_GUARDED_BY(queue_mutex) = false;
+  std::atomic<bool> has_commands{false};
 
   mutable std::mutex handler_mutex;
   std::map<AmId, std::shared_ptr<const AmHandler>> handlers SY_GUARDED_BY(handler_mutex);
@@ -409,15 +414,21 @@ UcxTransport::Impl::~Impl() {
 }
 
 bool UcxTransport::Impl::post(std::function<void()> command) {
+  bool wake = false;
   {
     std::lock_guard lock(queue_mutex);
     if (!accepting) {
       return false;
     }
     commands.push_back(std::move(command));
+    has_commands.store(true, std::memory_order_release);
+    wake = sleeping;
+    sleeping = false;  // one write is enough
   }
-  const std::uint64_t one = 1;
-  [[maybe_unused]] const auto written = ::write(wake_fd, &one, sizeof(one));
+  if (wake) {
+    const std::uint64_t one = 1;
+    [[maybe_unused]] const auto written = ::write(wake_fd, &one, sizeof(one));
+  }
   return true;
 }
 
@@ -445,45 +456,93 @@ T UcxTransport::Impl::run_sync(std::function<T()> body, std::chrono::millisecond
   return future.get();
 }
 
+// The loop: commands, then ucp_worker_progress until it has nothing more, then either poll again
+// (busy) or arm the worker's event fd and sleep. It stays busy while operations are in flight
+// (until options.in_flight_poll passes without a completion) and for options.busy_poll after the
+// last activity; only then does it sleep, so a message or completion that follows within the
+// window costs no wake-up (a futex/eventfd wake-up on a loaded host costs 10-50 us).
 void UcxTransport::Impl::run() {
+  auto last_activity = Clock::now();
+  auto last_completion = last_activity;
+  std::size_t in_flight = 0;
   while (phase != Phase::done) {
-    run_commands();
+    bool active = run_commands();
     while (ucp_worker_progress(worker) != 0) {
+      active = true;
     }
     after_progress();
     if (phase == Phase::done) {
       break;
     }
+    const auto now = Clock::now();
+    if (active || outstanding.size() < in_flight || outstanding.empty()) {
+      last_completion = now;  // something completed or moved (or nothing waits)
+    }
+    in_flight = outstanding.size();
+    if (active) {
+      last_activity = now;
+    }
+    if (has_commands.load(std::memory_order_acquire)) {
+      continue;
+    }
+    const bool waiting = in_flight != 0 || !close_requests.empty();
+    if ((waiting && now - last_completion < options.in_flight_poll) ||
+        (!waiting && now - last_activity < options.busy_poll)) {
+      // Busy: operations in flight, or within the window after activity. When a round found
+      // nothing, let a runnable thread have the core before the next (the peer's progress thread,
+      // or the application thread our completion woke, may be waiting for this very core on a
+      // loaded host; spinning without yielding there costs each side its whole spin per round
+      // trip). With the core to itself sched_yield returns at once.
+      if (!active) {
+        sched_yield();
+      }
+      continue;
+    }
+    // Sleep: announce it, then re-check for commands posted meanwhile (under the queue lock, so a
+    // poster either sees `sleeping` and writes wake_fd, or its command is seen here).
     {
       std::lock_guard lock(queue_mutex);
       if (!commands.empty()) {
         continue;
       }
+      sleeping = true;
     }
     const ucs_status_t armed = ucp_worker_arm(worker);
-    if (armed == UCS_ERR_BUSY) {
-      continue;  // events arrived meanwhile: progress again
+    if (armed != UCS_ERR_BUSY) {  // BUSY: events arrived meanwhile, progress again
+      pollfd fds[2] = {{worker_fd, POLLIN, 0}, {wake_fd, POLLIN, 0}};
+      auto idle = phase == Phase::running ? options.max_idle_wait
+                                          : std::min(options.max_idle_wait,
+                                                     std::chrono::milliseconds(5));
+      if (waiting) {
+        idle = std::min(idle, std::chrono::milliseconds(1));  // a stalled peer: poll slowly
+      }
+      ::poll(fds, 2, static_cast<int>(idle.count()));
     }
-    pollfd fds[2] = {{worker_fd, POLLIN, 0}, {wake_fd, POLLIN, 0}};
-    const auto idle = phase == Phase::running ? options.max_idle_wait
-                                              : std::min(options.max_idle_wait,
-                                                         std::chrono::milliseconds(5));
-    ::poll(fds, 2, static_cast<int>(idle.count()));
+    {
+      std::lock_guard lock(queue_mutex);
+      sleeping = false;
+    }
     std::uint64_t drained = 0;
     [[maybe_unused]] const auto got = ::read(wake_fd, &drained, sizeof(drained));
+    last_activity = Clock::now();  // woken: poll for the window again (a reply may follow)
   }
   teardown();
 }
 
-void UcxTransport::Impl::run_commands() {
+bool UcxTransport::Impl::run_commands() {
+  if (!has_commands.load(std::memory_order_acquire)) {
+    return false;
+  }
   std::vector<std::function<void()>> batch;
   {
     std::lock_guard lock(queue_mutex);
     batch.swap(commands);
+    has_commands.store(false, std::memory_order_relaxed);
   }
   for (auto& command : batch) {
     command();
   }
+  return !batch.empty();
 }
 
 void UcxTransport::Impl::after_progress() {
@@ -1166,31 +1225,64 @@ void UcxTransport::send(PeerId peer, AmId id, Bytes header, Bytes payload, Compl
   }
 }
 
-std::unique_ptr<MemoryRegion> UcxTransport::register_memory(void* ptr, std::size_t size) {
-  if (ptr == nullptr || size == 0) {
-    throw TransportError(Errc::invalid_argument, "register_memory: null or empty region");
-  }
-  const std::string what = "register_memory of " + std::to_string(size) + " bytes";
+namespace {
+
+// ucp_mem_map (of `ptr`, or a new allocation when ptr is null), then the packed rkey.
+std::unique_ptr<MemoryRegion> map_region(const std::shared_ptr<Context>& context, void* ptr,
+                                         std::size_t size, const std::string& what) {
   ucp_mem_map_params_t params{};
   params.field_mask = UCP_MEM_MAP_PARAM_FIELD_ADDRESS | UCP_MEM_MAP_PARAM_FIELD_LENGTH;
   params.address = ptr;
   params.length = size;
+  if (ptr == nullptr) {
+    params.field_mask |= UCP_MEM_MAP_PARAM_FIELD_FLAGS;
+    params.flags = UCP_MEM_MAP_ALLOCATE;
+  }
   ucp_mem_h memh = nullptr;
-  if (ucs_status_t s = ucp_mem_map(impl_->context->handle, &params, &memh); s != UCS_OK) {
+  if (ucs_status_t s = ucp_mem_map(context->handle, &params, &memh); s != UCS_OK) {
     throw TransportError(Errc::internal, what + ": ucp_mem_map: " + status_text(s));
+  }
+  if (ptr == nullptr) {
+    ucp_mem_attr_t attr{};
+    attr.field_mask = UCP_MEM_ATTR_FIELD_ADDRESS;
+    if (ucs_status_t s = ucp_mem_query(memh, &attr); s != UCS_OK) {
+      ucp_mem_unmap(context->handle, memh);
+      throw TransportError(Errc::internal, what + ": ucp_mem_query: " + status_text(s));
+    }
+    ptr = attr.address;
+    std::memset(ptr, 0, size);  // fresh shared memory is zero already; heap fallbacks are not
   }
   void* packed = nullptr;
   std::size_t packed_size = 0;
-  if (ucs_status_t s = ucp_rkey_pack(impl_->context->handle, memh, &packed, &packed_size);
+  if (ucs_status_t s = ucp_rkey_pack(context->handle, memh, &packed, &packed_size);
       s != UCS_OK) {
-    ucp_mem_unmap(impl_->context->handle, memh);
+    ucp_mem_unmap(context->handle, memh);
     throw TransportError(Errc::internal, what + ": ucp_rkey_pack: " + status_text(s));
   }
   const auto* bytes = static_cast<const std::byte*>(packed);
   std::vector<std::byte> key(bytes, bytes + packed_size);
   ucp_rkey_buffer_release(packed);
-  return std::make_unique<UcxRegion>(impl_->context, memh, static_cast<std::byte*>(ptr), size,
+  // For an allocated region ucp_mem_unmap (in ~UcxRegion) also frees the memory.
+  return std::make_unique<UcxRegion>(context, memh, static_cast<std::byte*>(ptr), size,
                                      std::move(key));
+}
+
+}  // namespace
+
+std::unique_ptr<MemoryRegion> UcxTransport::register_memory(void* ptr, std::size_t size) {
+  if (ptr == nullptr || size == 0) {
+    throw TransportError(Errc::invalid_argument, "register_memory: null or empty region");
+  }
+  return map_region(impl_->context, ptr, size,
+                    "register_memory of " + std::to_string(size) + " bytes");
+}
+
+std::unique_ptr<MemoryRegion> UcxTransport::allocate_memory(std::size_t size) {
+  if (size == 0) {
+    throw TransportError(Errc::invalid_argument, "allocate_memory: empty region");
+  }
+  return map_region(impl_->context, nullptr, size,
+                    "allocate_memory of " + std::to_string(size) + " bytes");
 }
 
 void UcxTransport::put(PeerId peer, const void* local, std::size_t size, std::uint64_t remote_addr,
@@ -1242,7 +1334,9 @@ void UcxTransport::close(std::chrono::milliseconds timeout) {
       std::lock_guard lock(impl->queue_mutex);
       // The last command; everything posted before it runs first, nothing after it is taken.
       impl->commands.push_back([impl, timeout] { impl->begin_close(timeout); });
+      impl->has_commands.store(true, std::memory_order_release);
       impl->accepting = false;
+      impl->sleeping = false;
     }
     const std::uint64_t one = 1;
     [[maybe_unused]] const auto written = ::write(impl->wake_fd, &one, sizeof(one));
