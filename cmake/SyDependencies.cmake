@@ -6,6 +6,10 @@ find_package(nlohmann_json 3.10 REQUIRED)
 find_package(CLI11 REQUIRED)
 find_package(fmt REQUIRED)
 pkg_check_modules(PCRE2 REQUIRED IMPORTED_TARGET libpcre2-8)
+# cpp-httplib (the HTTP API): Debian builds it as a library (libcpp-httplib.so, with OpenSSL, zlib
+# and brotli), and its header's class layouts depend on the matching -D flags: take them from
+# pkg-config, never include httplib.h without them. Target PkgConfig::HTTPLIB.
+pkg_check_modules(HTTPLIB REQUIRED IMPORTED_TARGET cpp-httplib)
 find_package(BLAS REQUIRED)
 find_package(ucx REQUIRED)  # targets ucx::ucp and ucx::ucs: link both
 find_package(CapnProto REQUIRED)  # CapnProto::capnp; capnp_generate_cpp() (needs project() to enable C)

