@@ -6,8 +6,19 @@
 # Interactive (a terminal on stdin): the cluster keeps serving until Ctrl-C. Otherwise (CI,
 # scripts) it is stopped after the demo. Environment: SY_BUILD_DIR (default build), SY_MODEL_DIR
 # (default <data dir>/models/tiny), SY_RPC_PORT (default 7433; 0 picks a free port).
+# --with-monitoring: also starts Prometheus (Debian's `prometheus`, loopback only) on the scrape
+# config `switchyard local` writes and prints its URL; SY_PROMETHEUS_PORT (default 9090; 0 picks a
+# free port). Grafana and the dashboards: docs/operations.md "Dashboards".
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+with_monitoring=0
+for arg in "$@"; do
+  case "$arg" in
+    --with-monitoring) with_monitoring=1 ;;
+    *) echo "usage: $0 [--with-monitoring]" >&2; exit 2 ;;
+  esac
+done
 
 SY_DATA_DIR=$(./deploy/install-deps.sh | tail -n 1)
 export SY_DATA_DIR
@@ -46,7 +57,15 @@ stop_cluster() {
   fi
   cluster_pid=
 }
-trap 'stop_cluster; rm -rf "$work"' EXIT
+prometheus_pid=
+stop_prometheus() {
+  if [ -n "$prometheus_pid" ] && kill -0 "$prometheus_pid" 2>/dev/null; then
+    kill -TERM "$prometheus_pid"
+    wait "$prometheus_pid" || true
+  fi
+  prometheus_pid=
+}
+trap 'stop_prometheus; stop_cluster; rm -rf "$work"' EXIT
 "$sy" local --model "$model" --prefill 1 --decode 2 --rpc-port "${SY_RPC_PORT:-7433}" --kv-pages 512 \
   >"$work/local.out" 2>"$work/local.err" &
 cluster_pid=$!
@@ -58,6 +77,27 @@ done
 grep -qs 'cluster "local" ready' "$work/local.out" || { cat "$work/local.err"; echo "quickstart: cluster not ready in 60 s"; exit 1; }
 sed -n 's/^switchyard local: //p' "$work/local.out"
 address=$(sed -n 's/^switchyard local:   api: rpc \([0-9.:]*\) .*/\1/p' "$work/local.out")
+if [ "$with_monitoring" = 1 ]; then
+  echo
+  echo "== Prometheus (loopback) scraping every node's /metrics =="
+  command -v prometheus >/dev/null || { echo "quickstart: no prometheus binary (apt-get install prometheus)"; exit 1; }
+  scrape=$(sed -n 's/^switchyard local: prometheus scrape config //p' "$work/local.out")
+  [ -f "$scrape" ] || { echo "quickstart: switchyard local printed no scrape config"; exit 1; }
+  prometheus_port=${SY_PROMETHEUS_PORT:-9090}
+  if [ "$prometheus_port" = 0 ]; then
+    prometheus_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  fi
+  prometheus --config.file="$scrape" --storage.tsdb.path="$work/prometheus" \
+    --web.listen-address="127.0.0.1:$prometheus_port" >"$work/prometheus.log" 2>&1 &
+  prometheus_pid=$!
+  for _ in $(seq 1 300); do
+    curl -fsS --max-time 1 "http://127.0.0.1:$prometheus_port/-/ready" >/dev/null 2>&1 && break
+    kill -0 "$prometheus_pid" 2>/dev/null || { tail -n 20 "$work/prometheus.log"; echo "quickstart: Prometheus did not start (port $prometheus_port busy? set SY_PROMETHEUS_PORT)"; exit 1; }
+    sleep 0.1
+  done
+  echo "quickstart: Prometheus at http://127.0.0.1:$prometheus_port (scrape config $scrape);" \
+    "dashboards: monitoring/grafana/, import as in docs/operations.md"
+fi
 echo
 echo "== yardctl generate (streamed from the decode nodes through the router) =="
 "$yardctl" --address "$address" generate --prompt "What does a switchyard do?" --max-tokens 32
@@ -67,6 +107,7 @@ echo "== yardctl status =="
 echo
 if [ -t 0 ]; then
   echo "quickstart: the cluster serves at $address; try: $yardctl --address $address generate --prompt \"Hello\""
+  [ -z "$prometheus_pid" ] || echo "quickstart: Prometheus at http://127.0.0.1:$prometheus_port"
   echo "quickstart: Ctrl-C stops it"
   wait "$cluster_pid" || true
   cluster_pid=

@@ -69,6 +69,7 @@ KvCacheOptions cache_options(const ModelConfig& config, const EngineOptions& o) 
   c.dtype = o.numerics == Numerics::fp8act ? gpu::KvCacheDtype::bf16 : gpu::KvCacheDtype::fp32;
   c.max_seqs = o.max_seqs;
   c.max_seq_len = resolve_max_seq_len(config, o);
+  c.arena_provider = o.kv_arena_provider;
   return c;
 }
 

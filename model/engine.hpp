@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <vector>
@@ -36,6 +37,8 @@ struct EngineOptions {
   std::int64_t max_chunk_tokens = 512;  // tokens per step, all sequences together
   AttentionForm attention = AttentionForm::automatic;
   bool mtp = true;  // keep the MTP layer's cache (when the model has MTP) so mtp_step works
+  // Where the KV arena comes from (KvCacheOptions::arena_provider); null: the cache allocates it.
+  std::function<std::byte*(std::size_t bytes)> kv_arena_provider;
 };
 
 enum class InputKind {

@@ -451,6 +451,8 @@ class ReverseExecutor final : public ExpertExecutor {
     for (std::int64_t slot = b.tokens * b.top_k - 1; slot >= 0; --slot) {
       swiglu_ffn(gpu::ref::backend(), numerics_, experts[static_cast<std::size_t>(b.expert_ids[slot])],
                  b.x + (slot / b.top_k) * b.hidden, 1, b.hidden, b.expert_out + slot * b.hidden);
+      // Outputs in the combine dtype, as every executor gives them (LocalExpertExecutor, hosts).
+      round_expert_outputs(numerics_, std::span(b.expert_out + slot * b.hidden, static_cast<std::size_t>(b.hidden)));
     }
     ++calls;
   }

@@ -73,11 +73,21 @@ KvCache::KvCache(const KvCacheOptions& options)
   // Zeroed (never-written entries read as 0, not as leftover heap bytes); page-aligned so the
   // arena can be registered for RMA as it is.
   const auto bytes = static_cast<std::size_t>(arena_bytes());
+  if (options.arena_provider) {
+    std::byte* memory = options.arena_provider(bytes);
+    if (memory == nullptr || reinterpret_cast<std::uintptr_t>(memory) % kArenaAlignment != 0) {
+      throw std::invalid_argument(fmt::format("KV cache: the arena provider gave {} memory for {} bytes",
+                                              memory == nullptr ? "no" : "misaligned", bytes));
+    }
+    arena_ = std::unique_ptr<std::byte[], ArenaDelete>(memory, ArenaDelete{false});
+    return;
+  }
   arena_.reset(static_cast<std::byte*>(::operator new[](bytes, std::align_val_t{kArenaAlignment})));
   std::memset(arena_.get(), 0, bytes);
 }
 
 void KvCache::ArenaDelete::operator()(std::byte* p) const {
+  if (!owned) return;
   ::operator delete[](p, std::align_val_t{kArenaAlignment});
 }
 

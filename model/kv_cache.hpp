@@ -10,6 +10,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <stdexcept>
@@ -65,6 +66,11 @@ struct KvCacheOptions {
   gpu::KvCacheDtype dtype = gpu::KvCacheDtype::fp32;
   std::int64_t max_seqs = 16;       // block-table rows: sequences alive at once
   std::int64_t max_seq_len = 4096;  // tokens per sequence; sets the block-table width
+  // Where the arena comes from. Null: the cache allocates (and frees) it. Otherwise called once
+  // with the arena's size; it returns zero-filled memory of at least that many bytes, 4096-byte
+  // aligned, that outlives the cache (a decode worker passes memory its transport allocated, the
+  // fastest target for peers' RMA puts).
+  std::function<std::byte*(std::size_t bytes)> arena_provider;
 };
 
 class KvCache {
@@ -130,6 +136,9 @@ class KvCache {
   std::vector<std::int64_t> pages_held_;  // per row
   std::vector<bool> row_used_;
   struct ArenaDelete {
+    ArenaDelete() noexcept : owned(true) {}
+    explicit ArenaDelete(bool owns) noexcept : owned(owns) {}
+    bool owned;  // false: the arena came from arena_provider
     void operator()(std::byte* p) const;
   };
   std::unique_ptr<std::byte[], ArenaDelete> arena_;  // [num_layers, num_pages, 64, entry] of dtype

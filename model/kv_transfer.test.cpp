@@ -25,7 +25,8 @@ KvCacheOptions small_options(gpu::KvCacheDtype dtype) {
           .rope_dim = 4,
           .dtype = dtype,
           .max_seqs = 4,
-          .max_seq_len = 512};
+          .max_seq_len = 512,
+          .arena_provider = nullptr};
 }
 
 // The arena: one page-aligned block, layer l's pool at l * layer_bytes(), the kernels' views

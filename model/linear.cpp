@@ -45,20 +45,32 @@ void linear(const gpu::Backend& backend, Numerics numerics, const LinearWeight& 
                               .ldc = y_stride});
     return;
   }
-  const std::int64_t k_blocks = w.in / gpu::kQuantBlock;
   std::vector<gpu::fp8_e4m3> xq(static_cast<std::size_t>(rows * w.in));
-  std::vector<float> scales(static_cast<std::size_t>(rows * k_blocks));
+  std::vector<float> scales(static_cast<std::size_t>(rows * (w.in / gpu::kQuantBlock)));
+  quantize_activations(backend, x, rows, w.in, x_stride, xq.data(), scales.data());
+  linear_fp8_input(backend, w, xq.data(), scales.data(), rows, y, y_stride);
+}
+
+void quantize_activations(const gpu::Backend& backend, const float* x, std::int64_t rows, std::int64_t cols,
+                          std::int64_t x_stride, gpu::fp8_e4m3* xq, float* scales) {
+  if (rows == 0) return;
   backend.act_quant({.x = x,
-                     .y = xq.data(),
-                     .scales = scales.data(),
+                     .y = xq,
+                     .scales = scales,
                      .rows = rows,
-                     .cols = w.in,
+                     .cols = cols,
                      .x_stride = x_stride,
-                     .y_stride = w.in,
-                     .scale_row_stride = k_blocks,
+                     .y_stride = cols,
+                     .scale_row_stride = cols / gpu::kQuantBlock,
                      .scale_col_stride = 1});
-  backend.fp8_gemm({.a = xq.data(),
-                    .a_scales = scales.data(),
+}
+
+void linear_fp8_input(const gpu::Backend& backend, const LinearWeight& w, const gpu::fp8_e4m3* xq, const float* scales,
+                      std::int64_t rows, float* y, std::int64_t y_stride) {
+  if (rows == 0) return;
+  const std::int64_t k_blocks = w.in / gpu::kQuantBlock;
+  backend.fp8_gemm({.a = xq,
+                    .a_scales = scales,
                     .b = w.fp8(),
                     .b_scales = w.scale_inv,
                     .c = y,
@@ -72,14 +84,17 @@ void linear(const gpu::Backend& backend, Numerics numerics, const LinearWeight& 
                     .a_scale_col_stride = 1});
 }
 
-void swiglu_ffn(const gpu::Backend& backend, Numerics numerics, const SwiGluWeights& w, const float* x,
-                std::int64_t rows, std::int64_t x_stride, float* out) {
-  if (rows == 0) return;
+bool swiglu_takes_fp8_input(Numerics numerics, const SwiGluWeights& w) {
+  return numerics == Numerics::fp8act && w.gate_proj.dtype == DType::F8_E4M3 && w.up_proj.dtype == DType::F8_E4M3 &&
+         w.gate_proj.in == w.up_proj.in;
+}
+
+namespace {
+
+// silu(gate) ⊙ up into gate, then the down projection.
+void swiglu_tail(const gpu::Backend& backend, Numerics numerics, const SwiGluWeights& w, std::int64_t rows,
+                 std::vector<float>& gate, std::vector<float>& up, float* out) {
   const std::int64_t inter = w.gate_proj.out;
-  std::vector<float> gate(static_cast<std::size_t>(rows * inter));
-  std::vector<float> up(static_cast<std::size_t>(rows * inter));
-  linear(backend, numerics, w.gate_proj, x, rows, x_stride, gate.data(), inter);
-  linear(backend, numerics, w.up_proj, x, rows, x_stride, up.data(), inter);
   backend.swiglu({.gate = gate.data(),
                   .up = up.data(),
                   .out = gate.data(),
@@ -89,6 +104,39 @@ void swiglu_ffn(const gpu::Backend& backend, Numerics numerics, const SwiGluWeig
                   .up_stride = inter,
                   .out_stride = inter});
   linear(backend, numerics, w.down_proj, gate.data(), rows, inter, out, w.down_proj.out);
+}
+
+}  // namespace
+
+void swiglu_ffn_fp8_input(const gpu::Backend& backend, const SwiGluWeights& w, const gpu::fp8_e4m3* xq,
+                          const float* scales, std::int64_t rows, float* out) {
+  if (rows == 0) return;
+  const std::int64_t inter = w.gate_proj.out;
+  std::vector<float> gate(static_cast<std::size_t>(rows * inter));
+  std::vector<float> up(static_cast<std::size_t>(rows * inter));
+  linear_fp8_input(backend, w.gate_proj, xq, scales, rows, gate.data(), inter);
+  linear_fp8_input(backend, w.up_proj, xq, scales, rows, up.data(), inter);
+  swiglu_tail(backend, Numerics::fp8act, w, rows, gate, up, out);
+}
+
+void swiglu_ffn(const gpu::Backend& backend, Numerics numerics, const SwiGluWeights& w, const float* x,
+                std::int64_t rows, std::int64_t x_stride, float* out) {
+  if (rows == 0) return;
+  if (swiglu_takes_fp8_input(numerics, w)) {
+    // Quantize once for both projections (act_quant is deterministic: the same as twice).
+    const std::int64_t in = w.gate_proj.in;
+    std::vector<gpu::fp8_e4m3> xq(static_cast<std::size_t>(rows * in));
+    std::vector<float> scales(static_cast<std::size_t>(rows * (in / gpu::kQuantBlock)));
+    quantize_activations(backend, x, rows, in, x_stride, xq.data(), scales.data());
+    swiglu_ffn_fp8_input(backend, w, xq.data(), scales.data(), rows, out);
+    return;
+  }
+  const std::int64_t inter = w.gate_proj.out;
+  std::vector<float> gate(static_cast<std::size_t>(rows * inter));
+  std::vector<float> up(static_cast<std::size_t>(rows * inter));
+  linear(backend, numerics, w.gate_proj, x, rows, x_stride, gate.data(), inter);
+  linear(backend, numerics, w.up_proj, x, rows, x_stride, up.data(), inter);
+  swiglu_tail(backend, numerics, w, rows, gate, up, out);
 }
 
 namespace {

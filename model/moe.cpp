@@ -3,7 +3,10 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <span>
 #include <vector>
+
+#include "gpu/dtypes.hpp"
 
 namespace sy::model {
 
@@ -43,11 +46,17 @@ void LocalExpertExecutor::run(const ExpertBatch& b) {
     }
     y.resize(static_cast<std::size_t>(n * b.hidden));
     swiglu_ffn(backend_, numerics_, experts[e], rows.data(), n, b.hidden, y.data());
+    round_expert_outputs(numerics_, y);
     for (std::int64_t i = 0; i < n; ++i) {
       const std::int64_t slot = order[static_cast<std::size_t>(begin + i)];
       std::copy_n(y.data() + i * b.hidden, b.hidden, b.expert_out + slot * b.hidden);
     }
   }
+}
+
+void round_expert_outputs(Numerics numerics, std::span<float> values) {
+  if (numerics != Numerics::fp8act) return;
+  for (float& v : values) v = gpu::bf16_to_float(gpu::bf16_from_float(v));
 }
 
 void combine_in_rank_order(std::int64_t tokens, std::int64_t top_k, std::int64_t hidden, const float* expert_out,

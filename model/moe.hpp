@@ -37,6 +37,9 @@ class ExpertExecutor {
 
 // Runs every expert in this process: groups the slots by expert and runs each expert's SwiGLU as
 // one GEMM over its rows (gate_proj, up_proj, swiglu, down_proj). Borrows weights and backend.
+// Numerics fp8act: each expert output is rounded to BF16 (expert_output_dtype_rounding), the
+// combine dtype of DeepEP and of the expert hosts' ExpertCombine, so a slot's output has the same
+// bits whether it ran here or on an expert host.
 class LocalExpertExecutor final : public ExpertExecutor {
  public:
   LocalExpertExecutor(const ModelWeights& weights, const gpu::Backend& backend, Numerics numerics);
@@ -47,6 +50,10 @@ class LocalExpertExecutor final : public ExpertExecutor {
   const gpu::Backend& backend_;
   Numerics numerics_;
 };
+
+// Rounds expert outputs to the combine dtype of `numerics` in place: BF16 (round to nearest even)
+// for fp8act, unchanged (fp32) for dequant.
+void round_expert_outputs(Numerics numerics, std::span<float> values);
 
 // out[t] = Σ_{k=0..K-1} weights[t,k] · expert_out[t,k], summed in rank order k = 0, 1, ... in
 // fp32 (then the caller adds the shared expert). The one place slots are combined.

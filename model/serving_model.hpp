@@ -19,7 +19,10 @@ namespace sy::model {
 class ServingModel {
  public:
   // Throws (naming the file) on a bad folder, and std::invalid_argument on bad options.
-  ServingModel(const std::filesystem::path& dir, const gpu::Backend& backend, const EngineOptions& options);
+  // experts: where the routed experts run (expert hosts); null: in this process. Borrowed; it
+  // must outlive the model.
+  ServingModel(const std::filesystem::path& dir, const gpu::Backend& backend, const EngineOptions& options,
+               ExpertExecutor* experts = nullptr);
   ServingModel(const ServingModel&) = delete;
   ServingModel& operator=(const ServingModel&) = delete;
 

@@ -461,6 +461,72 @@ void validate(KvRelease::Reader m) {
   c.text("message", m.getMessage(), limits::max_message_bytes);
 }
 
+void validate(ExpertDispatch::Reader m) {
+  const Check c(MessageKind::expert_dispatch);
+  c.non_zero("batchId", m.getBatchId());
+  c.in_range("layer", m.getLayer(), 0, limits::max_layers - 1);
+  c.in_range("epoch", m.getEpoch(), 1, UINT64_MAX);
+  const std::uint32_t hidden = m.getHidden();
+  c.in_range("hidden", hidden, 128, limits::max_hidden_size);
+  if (hidden % 128 != 0) c.fail("hidden", std::to_string(hidden) + ": must be a multiple of 128");
+  const auto slots = m.getSlots();
+  const auto slot_rows = m.getSlotRows();
+  c.in_range("slots length", slots.size(), 1, limits::max_expert_slots);
+  if (slot_rows.size() != slots.size()) {
+    c.fail("slotRows", std::to_string(slot_rows.size()) + " entries for " + std::to_string(slots.size()) + " slots");
+  }
+  std::vector<bool> seen(limits::max_expert_slots, false);
+  std::uint64_t rows = 0;
+  for (unsigned i = 0; i < slots.size(); ++i) {
+    const std::string at = "slots[" + std::to_string(i) + "]";
+    c.in_range(at, slots[i], 0, limits::max_expert_slots - 1);
+    if (seen[slots[i]]) c.fail(at, std::to_string(slots[i]) + " listed twice");
+    seen[slots[i]] = true;
+    c.in_range("slotRows[" + std::to_string(i) + "]", slot_rows[i], 1, limits::max_dispatch_rows);
+    rows += slot_rows[i];
+  }
+  c.in_range("rows (sum of slotRows)", rows, 1, limits::max_dispatch_rows);
+  c.known("dtype", m.getDtype());
+  const bool fp8 = m.getDtype() == ActivationDtype::FP8E4M3;
+  const std::uint64_t want = rows * hidden * (fp8 ? 1u : 4u);
+  if (m.getActivations().size() != want) {
+    c.fail("activations", std::to_string(m.getActivations().size()) + " bytes, " + std::to_string(want) +
+                              " expected for " + std::to_string(rows) + " rows of " + std::to_string(hidden));
+  }
+  const std::uint64_t want_scales = fp8 ? rows * (hidden / 128) * 4 : 0;
+  if (m.getScales().size() != want_scales) {
+    c.fail("scales", std::to_string(m.getScales().size()) + " bytes, " + std::to_string(want_scales) + " expected");
+  }
+}
+
+void validate(ExpertCombine::Reader m) {
+  const Check c(MessageKind::expert_combine);
+  c.non_zero("batchId", m.getBatchId());
+  c.in_range("layer", m.getLayer(), 0, limits::max_layers - 1);
+  c.in_range("epoch", m.getEpoch(), 1, UINT64_MAX);
+  c.in_range("rows", m.getRows(), 0, limits::max_dispatch_rows);
+  c.known("dtype", m.getDtype());
+  c.text("error", m.getError(), limits::max_message_bytes);
+  const std::uint64_t width = m.getDtype() == OutputDtype::BF16 ? 2 : 4;
+  if (m.getError().size() > 0) {
+    if (m.getOutputs().size() != 0) c.fail("outputs", "must be empty with an error");
+  } else if (m.getRows() == 0 || m.getOutputs().size() % (m.getRows() * width) != 0) {
+    c.fail("outputs", std::to_string(m.getOutputs().size()) + " bytes: not rows x hidden x " + std::to_string(width));
+  }
+}
+
+void validate(ExpertLoadReport::Reader m) {
+  const Check c(MessageKind::expert_load_report);
+  c.node_name("host", m.getHost());
+  if (m.getPeriodEndMs() < m.getPeriodStartMs()) c.fail("periodEndMs", "before periodStartMs");
+  c.in_range("layers", m.getLayers(), 1, limits::max_layers);
+  c.in_range("experts", m.getExperts(), 1, limits::max_expert_slots);
+  const std::uint64_t want = std::uint64_t{m.getLayers()} * m.getExperts();
+  if (m.getTokens().size() != want) {
+    c.fail("tokens", std::to_string(m.getTokens().size()) + " entries, layers x experts = " + std::to_string(want));
+  }
+}
+
 // ---- Encoding.
 
 Frame encode_unchecked(MessageKind kind, capnp::MessageBuilder& message) {

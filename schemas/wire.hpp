@@ -18,9 +18,10 @@
 // bytes, which stays under UCX's max AM header) put the frame in the AM header and leave the
 // payload empty; `payload` kinds (those whose lists can be large: a 262144-token prompt is 1 MiB)
 // put the frame in the AM payload with an empty header, so UCX may use rendezvous. Bulk data (KV
-// pages, expert weights) never travels in a frame: it moves by RMA put/get into keyed regions. The
-// expert dispatch/combine kinds (later) will carry their activations as the AM payload beside a
-// header frame (carriage `header_and_bulk`).
+// pages, expert weights) never travels in a frame: it moves by RMA put/get into keyed regions.
+// Expert dispatch/combine carry their activations inside the frame as Data (carriage `payload`);
+// `header_and_bulk` (a header frame beside a raw AM payload, saving a copy) is reserved for when
+// that copy shows up in the dispatch benchmark.
 #pragma once
 
 #include <capnp/message.h>
@@ -38,6 +39,7 @@
 #include <vector>
 
 #include "schemas/control.capnp.h"
+#include "schemas/expert.capnp.h"
 #include "schemas/kv.capnp.h"
 #include "schemas/serving.capnp.h"
 
@@ -68,7 +70,10 @@ enum class MessageKind : std::uint16_t {
   kv_reservation = 13,
   kv_hand_off = 14,
   kv_release = 15,
-  // expert.capnp (dispatch, combine, migration) will continue at 16.
+  // expert.capnp
+  expert_dispatch = 16,
+  expert_combine = 17,
+  expert_load_report = 18,
   end_,  // one past the last kind; not a kind. Adding a kind breaks the build until every table
          // below (kind_table, the schema bindings, the switches in wire.cpp) knows it.
 };
@@ -87,6 +92,8 @@ inline constexpr std::uint32_t max_cache_dim = 8192;            // latentDim, ro
 inline constexpr std::uint32_t max_remote_keys = max_layers;    // KvGrant.remoteKeys
 inline constexpr std::uint32_t max_remote_key_bytes = 1024;     // one packed key (UCX: ~100-300 B)
 inline constexpr std::uint32_t max_hidden_size = 16384;         // KvHandOff.lastHidden (V3: 7168)
+inline constexpr std::uint32_t max_expert_slots = 4096;         // physical slots per layer (V3: 256 + R)
+inline constexpr std::uint32_t max_dispatch_rows = 1u << 16;    // rows of one ExpertDispatch
 inline constexpr std::uint32_t max_message_bytes = 1024;        // free text for people
 inline constexpr std::uint32_t max_node_name_bytes = 64;
 inline constexpr std::uint32_t max_address_bytes = 256;
@@ -126,6 +133,13 @@ inline constexpr KindInfo kind_table[] = {
          std::size_t{limits::max_remote_keys} * (limits::max_remote_key_bytes + 16) + 4096},
     {MessageKind::kv_hand_off, "KvHandOff", Carriage::payload, std::size_t{4} * limits::max_hidden_size + 4096},
     {MessageKind::kv_release, "KvRelease", Carriage::header, limits::max_header_bytes},
+    {MessageKind::expert_dispatch, "ExpertDispatch", Carriage::payload,
+     std::size_t{limits::max_dispatch_rows} * limits::max_hidden_size * 4 + std::size_t{8} * limits::max_expert_slots +
+         4096},
+    {MessageKind::expert_combine, "ExpertCombine", Carriage::payload,
+     std::size_t{limits::max_dispatch_rows} * limits::max_hidden_size * 4 + 4096},
+    {MessageKind::expert_load_report, "ExpertLoadReport", Carriage::payload,
+     std::size_t{8} * limits::max_layers * limits::max_expert_slots + 4096},
 };
 static_assert(std::size(kind_table) == message_kind_count, "kind_table must list every MessageKind");
 
@@ -188,6 +202,9 @@ SY_WIRE_BIND(KvReserveRequest, kv_reserve_request);
 SY_WIRE_BIND(KvReservation, kv_reservation);
 SY_WIRE_BIND(KvHandOff, kv_hand_off);
 SY_WIRE_BIND(KvRelease, kv_release);
+SY_WIRE_BIND(ExpertDispatch, expert_dispatch);
+SY_WIRE_BIND(ExpertCombine, expert_combine);
+SY_WIRE_BIND(ExpertLoadReport, expert_load_report);
 #undef SY_WIRE_BIND
 
 template <class Schema>
@@ -223,6 +240,9 @@ decltype(auto) visit_kind(MessageKind kind, F&& f) {
     case MessageKind::kv_reservation: return f(std::type_identity<KvReservation>{});
     case MessageKind::kv_hand_off: return f(std::type_identity<KvHandOff>{});
     case MessageKind::kv_release: return f(std::type_identity<KvRelease>{});
+    case MessageKind::expert_dispatch: return f(std::type_identity<ExpertDispatch>{});
+    case MessageKind::expert_combine: return f(std::type_identity<ExpertCombine>{});
+    case MessageKind::expert_load_report: return f(std::type_identity<ExpertLoadReport>{});
     case MessageKind::end_: break;
   }
   throw WireError(kind, "not a message kind of this build");
@@ -246,6 +266,9 @@ void validate(KvReserveRequest::Reader m);
 void validate(KvReservation::Reader m);
 void validate(KvHandOff::Reader m);
 void validate(KvRelease::Reader m);
+void validate(ExpertDispatch::Reader m);
+void validate(ExpertCombine::Reader m);
+void validate(ExpertLoadReport::Reader m);
 
 // Bytes per value of a cache dtype (fp32 4, bf16 2). REQUIRES: a known enumerant.
 std::uint32_t kv_dtype_bytes(KvDtype dtype);

@@ -178,6 +178,41 @@ std::vector<Sample> wire_samples() {
     m.setReservationId(kReservation);
     m.setReason(KvReleaseReason::FINISHED);
   }));
+  out.push_back(make<ExpertDispatch>("expert_dispatch", [](ExpertDispatch::Builder m) {
+    m.setBatchId(0x5eed000000000003ull);
+    m.setLayer(3);
+    m.setEpoch(1);
+    m.setHidden(256);
+    auto slots = m.initSlots(2);
+    slots.set(0, 5);
+    slots.set(1, 17);
+    auto rows = m.initSlotRows(2);
+    rows.set(0, 2);
+    rows.set(1, 1);
+    m.setDtype(ActivationDtype::FP8E4M3);
+    auto act = m.initActivations(3 * 256);
+    for (unsigned i = 0; i < act.size(); ++i) act[i] = static_cast<kj::byte>(i * 7);
+    auto scales = m.initScales(3 * 2 * 4);
+    for (unsigned i = 0; i < scales.size(); ++i) scales[i] = static_cast<kj::byte>(i % 4 == 3 ? 0x3c : 0);
+  }));
+  out.push_back(make<ExpertCombine>("expert_combine", [](ExpertCombine::Builder m) {
+    m.setBatchId(0x5eed000000000003ull);
+    m.setLayer(3);
+    m.setEpoch(1);
+    m.setRows(3);
+    m.setDtype(OutputDtype::BF16);
+    auto out_bytes = m.initOutputs(3 * 256 * 2);
+    for (unsigned i = 0; i < out_bytes.size(); ++i) out_bytes[i] = static_cast<kj::byte>(i * 13);
+  }));
+  out.push_back(make<ExpertLoadReport>("expert_load_report", [](ExpertLoadReport::Builder m) {
+    m.setHost("expert-1");
+    m.setPeriodStartMs(183'401'000);
+    m.setPeriodEndMs(183'402'000);
+    m.setLayers(2);
+    m.setExperts(4);
+    auto tokens = m.initTokens(8);
+    for (unsigned i = 0; i < tokens.size(); ++i) tokens.set(i, 10 * i);
+  }));
   return out;
 }
 

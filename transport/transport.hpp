@@ -147,6 +147,11 @@ class Transport {
 
   // Thread-safe. Throws TransportError when registration fails.
   virtual std::unique_ptr<MemoryRegion> register_memory(void* ptr, std::size_t size) = 0;
+  // Thread-safe. A new zero-filled region of `size` bytes (page-aligned) that the region owns and
+  // frees, registered for peers' puts and gets. Prefer it for memory peers write into: a transport
+  // may give memory its fastest paths reach (UCX's shared-memory RMA lanes reach only memory UCX
+  // allocated). This default allocates host memory and registers it. Throws TransportError.
+  virtual std::unique_ptr<MemoryRegion> allocate_memory(std::size_t size);
   // Thread-safe. Writes [local, local+size) to remote_addr in the peer's region named by
   // remote_key; `local` must stay valid until `done`.
   virtual void put(PeerId peer, const void* local, std::size_t size, std::uint64_t remote_addr,

@@ -163,6 +163,7 @@ void parse_cluster(const std::string& source, const toml::table& t, ClusterSetti
   }
   if (auto v = r.integer("heartbeat_ms", 10, 60000)) out.heartbeat_ms = static_cast<std::uint32_t>(*v);
   if (auto v = r.integer("peer_timeout_s", 1, 3600)) out.peer_timeout_s = static_cast<std::uint32_t>(*v);
+  if (auto v = r.boolean("metrics")) out.metrics = *v;
   r.finish();
 }
 
@@ -400,7 +401,9 @@ std::string to_toml(const ClusterConfig& c) {
   std::string out;
   out += fmt::format("[cluster]\nname = {}\n", quoted(c.cluster.name));
   if (!c.cluster.admin_token.empty()) out += fmt::format("admin_token = {}\n", quoted(c.cluster.admin_token));
-  out += fmt::format("heartbeat_ms = {}\npeer_timeout_s = {}\n\n", c.cluster.heartbeat_ms, c.cluster.peer_timeout_s);
+  out += fmt::format("heartbeat_ms = {}\npeer_timeout_s = {}\n", c.cluster.heartbeat_ms, c.cluster.peer_timeout_s);
+  if (!c.cluster.metrics) out += "metrics = false\n";
+  out += "\n";
   out += "[model]\n";
   if (!c.model.path.empty()) out += fmt::format("path = {}\n", quoted(c.model.path));
   out += fmt::format("numerics = {}\n", quoted(c.model.numerics));

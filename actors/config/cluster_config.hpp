@@ -7,6 +7,7 @@
 //
 // Format (deploy/local-cluster.toml is a complete sample; defaults in brackets):
 //   [cluster]  name ["switchyard"], admin_token [none], heartbeat_ms [1000], peer_timeout_s [30]
+//              metrics [true] (false: nodes serve no /metrics and roles count nothing; for overhead runs)
 //   [model]    path [none yet], numerics ["fp8act" | "dequant"], backend ["" = fastest | ref | cpu | cuda]
 //   [api]      rpc ["127.0.0.1:7433"], http ["127.0.0.1:8000"]
 //   [decode]   kv_pages [4096], max_batch [64], mtp [false]
@@ -57,6 +58,7 @@ struct ClusterSettings {
   std::string admin_token;              // empty: none configured (admin calls then refused)
   std::uint32_t heartbeat_ms = 1000;    // Heartbeat interval (10..60000)
   std::uint32_t peer_timeout_s = 30;    // how long a starting node waits for its peers (1..3600)
+  bool metrics = true;                  // false: no /metrics exporter, no role metrics (bench/metrics_overhead.sh)
 };
 
 struct ModelConfig {

@@ -128,6 +128,15 @@ TEST(ClusterConfig, RoundTripsThroughToToml) {
   EXPECT_EQ(b.cluster.admin_token, "s3cret");
 }
 
+TEST(ClusterConfig, MetricsCanBeTurnedOffAndRoundTrip) {
+  EXPECT_TRUE(parse_cluster_config(kGood, "c.toml").cluster.metrics);
+  const ClusterConfig off = parse_cluster_config(with("name = \"test\"\n", "name = \"test\"\nmetrics = false\n"), "c.toml");
+  EXPECT_FALSE(off.cluster.metrics);
+  EXPECT_FALSE(parse_cluster_config(to_toml(off), "c.toml").cluster.metrics);
+  EXPECT_THAT(error_of(with("name = \"test\"\n", "name = \"test\"\nmetrics = 0\n")),
+              HasSubstr("cluster.metrics: expected true or false"));
+}
+
 TEST(ClusterConfig, UnknownRoleNamesKeyLineAndChoices) {
   const std::string e = error_of(with("roles = [\"decode\"]\n", "roles = [\"decoder\"]\n"));
   EXPECT_THAT(e, HasSubstr("c.toml:44:"));

@@ -11,11 +11,13 @@
 #include <utility>
 #include <vector>
 
+#include "actors/dispatch/remote_experts.hpp"
 #include "actors/messages.hpp"
 #include "actors/node/serving_wire.hpp"
 #include "model/decode_batcher.hpp"
 #include "model/kv_transfer.hpp"
 #include "model/serving_model.hpp"
+#include "monitoring/metrics.hpp"
 #include "transport/task_thread.hpp"
 
 namespace sy::actors::decode {
@@ -24,6 +26,30 @@ namespace {
 namespace tr = sy::transport;
 using Clock = std::chrono::steady_clock;
 using schemas::MessageKind;
+
+// The decode node's serving metrics (monitoring/metrics.hpp), made once; null pointers (no
+// registry) count nothing. Only the worker thread sets them (after each step and each load
+// report), so the gauges show the batcher as it stood then.
+struct DecodeMetrics {
+  explicit DecodeMetrics(monitoring::Registry* registry) {
+    if (registry == nullptr) return;
+    using monitoring::Metric;
+    running = &registry->gauge(Metric::requests_running).Add({});
+    waiting = &registry->gauge(Metric::requests_waiting).Add({});
+    pages_used = &registry->gauge(Metric::kv_pages_used).Add({});
+    pages_free = &registry->gauge(Metric::kv_pages_free).Add({});
+    mtp_drafts = &registry->counter(Metric::mtp_draft_tokens).Add({});
+    mtp_accepted = &registry->counter(Metric::mtp_accepted_tokens).Add({});
+  }
+  bool enabled() const { return running != nullptr; }
+
+  prometheus::Gauge* running = nullptr;
+  prometheus::Gauge* waiting = nullptr;
+  prometheus::Gauge* pages_used = nullptr;
+  prometheus::Gauge* pages_free = nullptr;
+  prometheus::Counter* mtp_drafts = nullptr;
+  prometheus::Counter* mtp_accepted = nullptr;
+};
 
 class DecodeRole final : public node::NodeRole {
  public:
@@ -41,6 +67,13 @@ class DecodeRole final : public node::NodeRole {
   void on_hand_off(const received<schemas::KvHandOff>& m);
   void on_release(const received<schemas::KvRelease>& m);
   void on_cancel(const received<schemas::CancelRequest>& m);
+  // Any thread: expert combines and host changes go straight to the executor.
+  void on_combine(const received<schemas::ExpertCombine>& m) {
+    if (experts_) experts_->on_combine(m);
+  }
+  void experts_peer_change(const node::PeerChange& change) {
+    if (experts_) experts_->on_peer_change(change);
+  }
 
  private:
   struct Reservation {
@@ -60,6 +93,7 @@ class DecodeRole final : public node::NodeRole {
   void run_step();
   void report_load();  // send_load now and again after the report interval
   void send_load();    // WorkerLoad to every router
+  void update_gauges();  // running/waiting requests and KV pages into the metrics
   void expire(std::uint64_t request, std::uint64_t reservation);
   void refuse(tr::PeerId to, std::uint64_t request, schemas::KvRefusalReason reason, const std::string& why);
   void send_release(tr::PeerId to, std::uint64_t request, std::uint64_t reservation, schemas::KvReleaseReason reason,
@@ -67,6 +101,8 @@ class DecodeRole final : public node::NodeRole {
   void send_failed(const std::string& router, std::uint64_t request, schemas::FailureCode code, bool retryable,
                    const std::string& why);
   void unknown(const char* kind, std::uint64_t request);
+  // engine_options() plus the KV arena from the transport (arena_region_).
+  model::EngineOptions engine_options_with_arena();
   void log(const std::string& line) const {
     std::fprintf(stderr, "switchyard node %s: decode: %s\n", me_.name.c_str(), line.c_str());
   }
@@ -75,10 +111,14 @@ class DecodeRole final : public node::NodeRole {
   node::TransportBridge& bridge_;
   node::PeerDirectory& peers_;
   DecodeRoleOptions options_;
+  // The whole KV arena, allocated by the transport (the fastest target for the prefill puts) and
+  // registered; before model_, so it outlives the cache that uses it.
+  std::unique_ptr<tr::MemoryRegion> arena_region_;
+  std::unique_ptr<dispatch::RemoteExpertExecutor> experts_;  // null: experts run in this process
   model::ServingModel model_;
   model::DecodeBatcher batcher_;
   node::LogitDump dump_;
-  std::unique_ptr<tr::MemoryRegion> arena_region_;  // the whole KV arena, for the prefill puts
+  const DecodeMetrics metrics_;
   caf::actor actor_;
   std::uint64_t subscription_ = 0;
 
@@ -116,16 +156,24 @@ DecodeRoleOptions checked(DecodeRoleOptions o) {
   return o;
 }
 
+std::unique_ptr<dispatch::RemoteExpertExecutor> make_experts(node::RoleContext& context, const DecodeRoleOptions& o) {
+  if (!o.expert_placement) return nullptr;
+  return std::make_unique<dispatch::RemoteExpertExecutor>(
+      context.bridge, context.peers, *o.expert_placement,
+      dispatch::RemoteExpertOptions{o.backend, o.numerics, std::chrono::milliseconds(4000), context.me.name});
+}
+
 DecodeRole::DecodeRole(node::RoleContext& context, DecodeRoleOptions options)
     : me_(context.me),
       bridge_(context.bridge),
       peers_(context.peers),
       options_(checked(std::move(options))),
-      model_(options_.model_dir, *options_.backend, engine_options(options_)),
+      experts_(make_experts(context, options_)),
+      model_(options_.model_dir, *options_.backend, engine_options_with_arena(), experts_.get()),
       batcher_(model_.engine(), batcher_options(options_)),
-      dump_(options_.dump_logits_dir, model_.config().vocab_size) {
+      dump_(options_.dump_logits_dir, model_.config().vocab_size),
+      metrics_(context.metrics) {
   const std::span<std::byte> arena = model_.engine().kv_arena();
-  arena_region_ = bridge_.transport().register_memory(arena.data(), arena.size());
   DecodeRole* role = this;
   actor_ = context.system.spawn([role](caf::event_based_actor*) -> caf::behavior {
     return {
@@ -133,22 +181,38 @@ DecodeRole::DecodeRole(node::RoleContext& context, DecodeRoleOptions options)
         [role](const received<schemas::KvHandOff>& m) { role->post([role, m] { role->on_hand_off(m); }); },
         [role](const received<schemas::KvRelease>& m) { role->post([role, m] { role->on_release(m); }); },
         [role](const received<schemas::CancelRequest>& m) { role->post([role, m] { role->on_cancel(m); }); },
+        // Not posted: the worker thread is blocked inside the engine step waiting for it.
+        [role](const received<schemas::ExpertCombine>& m) { role->on_combine(m); },
     };
   });
   for (MessageKind kind :
        {MessageKind::kv_reserve_request, MessageKind::kv_hand_off, MessageKind::kv_release, MessageKind::cancel_request}) {
     bridge_.route(kind, actor_);
   }
+  if (experts_) bridge_.route(MessageKind::expert_combine, actor_);
   subscription_ =
-      peers_.subscribe([role](const node::PeerChange& change) { role->post([role, change] { role->on_peer_change(change); }); });
+      peers_.subscribe([role](const node::PeerChange& change) {
+        role->experts_peer_change(change);  // at once: a layer call may be waiting on that host
+        role->post([role, change] { role->on_peer_change(change); });
+      });
   worker_.post_after(options_.load_report_interval, [role] { role->report_load(); });
   log(fmt::format("{} KV pages per layer ({} MiB registered), batch {}, MTP {}", options_.kv_pages,
                   arena.size() >> 20, options_.max_batch, options_.mtp ? "on" : "off"));
 }
 
+model::EngineOptions DecodeRole::engine_options_with_arena() {
+  model::EngineOptions e = engine_options(options_);
+  e.kv_arena_provider = [this](std::size_t bytes) {
+    arena_region_ = bridge_.transport().allocate_memory(bytes);
+    return arena_region_->data();
+  };
+  return e;
+}
+
 void DecodeRole::stop() {
   if (stopped_.exchange(true)) return;
   peers_.unsubscribe(subscription_);
+  if (experts_) experts_->close();  // a step waiting on expert hosts ends now
   worker_.stop();
   caf::anon_send_exit(actor_, caf::exit_reason::user_shutdown);
   if (unknown_messages_ > 0) log(fmt::format("{} messages for unknown requests were ignored", unknown_messages_.load()));
@@ -361,6 +425,10 @@ void DecodeRole::run_step() {
   if (batcher_.idle()) return;
   bool ended = false;
   for (model::RequestEvent& e : batcher_.step()) {
+    if (e.mtp_drafts > 0 && metrics_.enabled()) {
+      metrics_.mtp_drafts->Increment(static_cast<double>(e.mtp_drafts));
+      metrics_.mtp_accepted->Increment(static_cast<double>(e.mtp_accepted));
+    }
     const auto it = live_.find(e.id);
     if (it == live_.end()) continue;
     Live& l = it->second;
@@ -403,6 +471,7 @@ void DecodeRole::run_step() {
     }
   }
   if (ended) send_load();  // freed pages count at once for the routers' choices and status
+  update_gauges();
   if (!batcher_.idle()) kick();
 }
 
@@ -411,7 +480,17 @@ void DecodeRole::report_load() {
   worker_.post_after(options_.load_report_interval, [this] { report_load(); });
 }
 
+void DecodeRole::update_gauges() {
+  if (!metrics_.enabled()) return;
+  const model::KvCache& cache = model_.engine().kv_cache();
+  metrics_.running->Set(static_cast<double>(batcher_.running()));
+  metrics_.waiting->Set(static_cast<double>(batcher_.waiting()));
+  metrics_.pages_free->Set(static_cast<double>(cache.free_pages()));
+  metrics_.pages_used->Set(static_cast<double>(cache.num_pages() - cache.free_pages()));
+}
+
 void DecodeRole::send_load() {
+  update_gauges();
   const model::KvCache& cache = model_.engine().kv_cache();
   for (const std::string& router : peers_.with_role(config::Role::router)) {
     const auto peer = peers_.find(router);

@@ -17,8 +17,10 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <optional>
 
 #include "actors/node/node_role.hpp"
+#include "balance/placement.hpp"
 #include "gpu/backend.hpp"
 #include "model/linear.hpp"
 
@@ -35,6 +37,9 @@ struct DecodeRoleOptions {
   std::chrono::milliseconds reservation_expiry{10000};
   std::chrono::milliseconds load_report_interval{200};
   std::filesystem::path dump_logits_dir;  // empty: no dump (node::LogitDump)
+  // Set: routed experts run on the expert hosts this placement names (dispatch::
+  // RemoteExpertExecutor); unset: in this process.
+  std::optional<balance::ExpertPlacement> expert_placement;
 };
 
 // Loads the model, registers the KV arena with the transport and routes KvReserveRequest,

@@ -14,6 +14,7 @@
 #include <utility>
 #include <vector>
 
+#include "actors/dispatch/remote_experts.hpp"
 #include "actors/messages.hpp"
 #include "actors/node/serving_wire.hpp"
 #include "model/decode_batcher.hpp"
@@ -82,6 +83,13 @@ class PrefillRole final : public node::NodeRole {
   void on_reservation(const received<schemas::KvReservation>& m);
   void on_release(const received<schemas::KvRelease>& m);
   void on_cancel(const received<schemas::CancelRequest>& m);
+  // Any thread: expert combines and host changes go straight to the executor.
+  void on_combine(const received<schemas::ExpertCombine>& m) {
+    if (experts_) experts_->on_combine(m);
+  }
+  void experts_peer_change(const node::PeerChange& change) {
+    if (experts_) experts_->on_peer_change(change);
+  }
 
  private:
   void on_peer_change(const node::PeerChange& change);
@@ -111,6 +119,7 @@ class PrefillRole final : public node::NodeRole {
   node::TransportBridge& bridge_;
   node::PeerDirectory& peers_;
   PrefillRoleOptions options_;
+  std::unique_ptr<dispatch::RemoteExpertExecutor> experts_;  // null: experts run in this process
   model::ServingModel model_;
   model::DecodeBatcher batcher_;
   node::LogitDump dump_;
@@ -156,12 +165,20 @@ model::BatcherOptions batcher_options(const PrefillRoleOptions& o) {
   return b;
 }
 
+std::unique_ptr<dispatch::RemoteExpertExecutor> make_experts(node::RoleContext& context, const PrefillRoleOptions& o) {
+  if (!o.expert_placement) return nullptr;
+  return std::make_unique<dispatch::RemoteExpertExecutor>(
+      context.bridge, context.peers, *o.expert_placement,
+      dispatch::RemoteExpertOptions{o.backend, o.numerics, std::chrono::milliseconds(4000), context.me.name});
+}
+
 PrefillRole::PrefillRole(node::RoleContext& context, PrefillRoleOptions options)
     : me_(context.me),
       bridge_(context.bridge),
       peers_(context.peers),
       options_(checked(std::move(options))),
-      model_(options_.model_dir, *options_.backend, engine_options(options_)),
+      experts_(make_experts(context, options_)),
+      model_(options_.model_dir, *options_.backend, engine_options(options_), experts_.get()),
       batcher_(model_.engine(), batcher_options(options_)),
       dump_(options_.dump_logits_dir, model_.config().vocab_size) {
   PrefillRole* role = this;
@@ -171,14 +188,20 @@ PrefillRole::PrefillRole(node::RoleContext& context, PrefillRoleOptions options)
         [role](const received<schemas::KvReservation>& m) { role->post([role, m] { role->on_reservation(m); }); },
         [role](const received<schemas::KvRelease>& m) { role->post([role, m] { role->on_release(m); }); },
         [role](const received<schemas::CancelRequest>& m) { role->post([role, m] { role->on_cancel(m); }); },
+        // Not posted: the worker thread is blocked inside the engine step waiting for it.
+        [role](const received<schemas::ExpertCombine>& m) { role->on_combine(m); },
     };
   });
   for (MessageKind kind :
        {MessageKind::prefill_job, MessageKind::kv_reservation, MessageKind::kv_release, MessageKind::cancel_request}) {
     bridge_.route(kind, actor_);
   }
+  if (experts_) bridge_.route(MessageKind::expert_combine, actor_);
   subscription_ = peers_.subscribe(
-      [role](const node::PeerChange& change) { role->post([role, change] { role->on_peer_change(change); }); });
+      [role](const node::PeerChange& change) {
+        role->experts_peer_change(change);  // at once: a layer call may be waiting on that host
+        role->post([role, change] { role->on_peer_change(change); });
+      });
   log(fmt::format("{} KV pages per layer, batch {}, MTP {}", options_.kv_pages, options_.max_batch,
                   options_.mtp ? "on" : "off"));
 }
@@ -186,6 +209,7 @@ PrefillRole::PrefillRole(node::RoleContext& context, PrefillRoleOptions options)
 void PrefillRole::stop() {
   if (stopped_.exchange(true)) return;
   peers_.unsubscribe(subscription_);
+  if (experts_) experts_->close();  // a step waiting on expert hosts ends now
   worker_.stop();
   caf::anon_send_exit(actor_, caf::exit_reason::user_shutdown);
 }

@@ -17,8 +17,10 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <optional>
 
 #include "actors/node/node_role.hpp"
+#include "balance/placement.hpp"
 #include "gpu/backend.hpp"
 #include "model/linear.hpp"
 
@@ -34,6 +36,9 @@ struct PrefillRoleOptions {
   bool mtp = false;              // run the MTP module over the prompt for decode's drafts
   std::chrono::milliseconds transfer_timeout{10000};  // grant wait + puts + flush
   std::filesystem::path dump_logits_dir;  // empty: no dump (node::LogitDump)
+  // Set: routed experts run on the expert hosts this placement names (dispatch::
+  // RemoteExpertExecutor); unset: in this process.
+  std::optional<balance::ExpertPlacement> expert_placement;
 };
 
 // Loads the model and routes PrefillJob, KvReservation, KvRelease and CancelRequest to the role.

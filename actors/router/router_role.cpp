@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cstdio>
 #include <map>
@@ -24,6 +25,7 @@
 #include "model/config.hpp"
 #include "model/kv_cache.hpp"
 #include "model/tokenizer.hpp"
+#include "monitoring/metrics.hpp"
 #include "transport/task_thread.hpp"
 
 namespace sy::actors::router {
@@ -37,6 +39,51 @@ using schemas::MessageKind;
 double ms_between(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double, std::milli>(b - a).count();
 }
+
+double seconds_between(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+// How a request ended, as switchyard_requests_total{outcome} counts it.
+enum class Outcome : std::uint8_t { ok, error, cancelled, rejected, timeout };
+inline constexpr std::size_t outcome_count = 5;
+
+// The router's serving metrics (monitoring/metrics.hpp): the series are made once, so the token
+// path only bumps atomics. With no registry every pointer is null and nothing is counted.
+// Threading: prometheus-cpp's counters and histograms are thread-safe; the router thread updates
+// them (and submit(), on an RPC thread, counts refusals while shutting down).
+struct RouterMetrics {
+  explicit RouterMetrics(monitoring::Registry* registry) {
+    if (registry == nullptr) return;
+    using monitoring::Metric;
+    auto& requests = registry->counter(Metric::requests);
+    constexpr std::array<const char*, outcome_count> names{"ok", "error", "cancelled", "rejected", "timeout"};
+    for (std::size_t i = 0; i < outcome_count; ++i) {
+      outcomes[i] = &requests.Add(monitoring::labels(Metric::requests, {names[i]}));
+    }
+    auto histogram = [&](Metric m) { return &registry->histogram(m).Add({}, monitoring::Registry::buckets(m)); };
+    queue_time = histogram(Metric::request_queue_time);
+    ttft = histogram(Metric::time_to_first_token);
+    itl = histogram(Metric::inter_token_latency);
+    e2e = histogram(Metric::e2e_request_latency);
+    prompt_tokens = &registry->counter(Metric::prompt_tokens).Add({});
+    generation_tokens = &registry->counter(Metric::generation_tokens).Add({});
+  }
+  void count(Outcome o) const {
+    if (prometheus::Counter* c = outcomes[static_cast<std::size_t>(o)]) c->Increment();
+  }
+  static void observe(prometheus::Histogram* h, double seconds) {
+    if (h != nullptr) h->Observe(seconds);
+  }
+
+  std::array<prometheus::Counter*, outcome_count> outcomes{};
+  prometheus::Histogram* queue_time = nullptr;
+  prometheus::Histogram* ttft = nullptr;
+  prometheus::Histogram* itl = nullptr;
+  prometheus::Histogram* e2e = nullptr;
+  prometheus::Counter* prompt_tokens = nullptr;
+  prometheus::Counter* generation_tokens = nullptr;
+};
 
 // A run of tokens that arrived ahead of its turn (decode's batches can overtake prefill's first
 // token: they come over different connections).
@@ -58,6 +105,7 @@ struct Live {
   Clock::time_point sent;
   Clock::time_point first_token{};
   Clock::time_point last_progress;
+  Clock::time_point last_token{};  // when the client got its latest token (inter-token latency)
 };
 
 // What the last WorkerLoad of a decode node said, and what this router sent it since.
@@ -98,7 +146,8 @@ class RouterRole final : public node::NodeRole, public api::GenerationService {
   void apply(api::RequestId id, Live& live, std::uint32_t first_index, const std::vector<std::int32_t>& tokens,
              schemas::FinishReason finish);
   void finish(api::RequestId id, api::Finish how);
-  void fail(api::RequestId id, const api::GenerationError& error, bool tell_workers);
+  void fail(api::RequestId id, const api::GenerationError& error, bool tell_workers,
+            Outcome outcome = Outcome::error);
   void send_cancel(const Live& live, api::RequestId id, schemas::CancelReason reason);
   void on_peer_change(const node::PeerChange& change);
   void watchdog();
@@ -114,6 +163,7 @@ class RouterRole final : public node::NodeRole, public api::GenerationService {
   const model::ModelConfig config_;
   const model::Tokenizer tokenizer_;
   const Clock::time_point started_ = Clock::now();
+  const RouterMetrics metrics_;
   caf::actor actor_;
   std::uint64_t subscription_ = 0;
   std::atomic<api::RequestId> next_id_{1};
@@ -142,7 +192,8 @@ RouterRole::RouterRole(node::RoleContext& context, RouterRoleOptions options)
       peers_(context.peers),
       options_(std::move(options)),
       config_(model::ModelConfig::from_file(options_.model_dir / "config.json")),
-      tokenizer_(model::Tokenizer::load(options_.model_dir)) {
+      tokenizer_(model::Tokenizer::load(options_.model_dir)),
+      metrics_(context.metrics) {
   RouterRole* role = this;
   actor_ = context.system.spawn([role](caf::event_based_actor*) -> caf::behavior {
     return {
@@ -189,12 +240,14 @@ api::RequestId RouterRole::submit(api::GenerateInput input, std::shared_ptr<api:
   const api::RequestId id = next_id_++;
   const Clock::time_point now = Clock::now();
   if (stopping_) {
+    metrics_.count(Outcome::rejected);
     sink->on_error(api::GenerationError{api::ErrorKind::unavailable, "the router is shutting down; retry"});
     return id;
   }
   auto task = std::make_shared<std::tuple<api::GenerateInput, std::shared_ptr<api::GenerationSink>>>(std::move(input),
                                                                                                       sink);
   if (!worker_.post([this, id, task, now] { start(id, std::move(std::get<0>(*task)), std::get<1>(*task), now); })) {
+    metrics_.count(Outcome::rejected);
     sink->on_error(api::GenerationError{api::ErrorKind::unavailable, "the router is shutting down; retry"});
   }
   return id;
@@ -212,10 +265,12 @@ void RouterRole::cancel(api::RequestId id) {
 void RouterRole::start(api::RequestId id, api::GenerateInput input, std::shared_ptr<api::GenerationSink> sink,
                        Clock::time_point received) {
   auto refuse = [&](api::ErrorKind kind, std::string message) {
+    const bool refused = kind == api::ErrorKind::overloaded || kind == api::ErrorKind::unavailable;
     {
       std::lock_guard lock(status_mutex_);
-      (kind == api::ErrorKind::overloaded || kind == api::ErrorKind::unavailable ? refused_ : failed_) += 1;
+      (refused ? refused_ : failed_) += 1;
     }
+    metrics_.count(refused ? Outcome::rejected : Outcome::error);  // as status() counts them
     sink->on_error(api::GenerationError{kind, std::move(message)});
   };
   if (stopping_) return refuse(api::ErrorKind::unavailable, "the router is shutting down; retry");
@@ -267,6 +322,8 @@ void RouterRole::start(api::RequestId id, api::GenerateInput input, std::shared_
             input.client_request_id, *prefill, *decode, static_cast<std::uint32_t>(prompt.size()), 0, {}, received,
             now,         {},          now};
   live_.emplace(id, std::move(live));
+  RouterMetrics::observe(metrics_.queue_time, seconds_between(received, now));
+  if (metrics_.prompt_tokens != nullptr) metrics_.prompt_tokens->Increment(static_cast<double>(prompt.size()));
   std::lock_guard lock(status_mutex_);
   DecodeLoad& load = loads_[*decode];
   load.pages_sent_since_report += pages;
@@ -325,7 +382,22 @@ void RouterRole::apply(api::RequestId id, Live& live, std::uint32_t first_index,
   const std::size_t skip = std::min<std::size_t>(live.next_index - first_index, tokens.size());
   const std::span<const std::int32_t> fresh = std::span(tokens).subspan(skip);
   if (!fresh.empty()) {
-    if (live.next_index == 0) live.first_token = Clock::now();
+    const Clock::time_point now = Clock::now();
+    // Every token but a request's first is one inter-token sample; a chunk of n (MTP, or a batch
+    // that waited) spreads its gap over its n tokens.
+    std::size_t later = fresh.size();
+    if (live.next_index == 0) {
+      live.first_token = now;
+      live.last_token = now;
+      RouterMetrics::observe(metrics_.ttft, seconds_between(live.received, now));
+      --later;
+    }
+    if (metrics_.itl != nullptr && later > 0) {
+      const double gap = seconds_between(live.last_token, now) / static_cast<double>(later);
+      for (std::size_t i = 0; i < later; ++i) metrics_.itl->Observe(gap);
+    }
+    live.last_token = now;
+    if (metrics_.generation_tokens != nullptr) metrics_.generation_tokens->Increment(static_cast<double>(fresh.size()));
     std::string text;
     for (const std::int32_t token : fresh) {
       text += live.decoder.push_model_token(token);
@@ -364,6 +436,8 @@ void RouterRole::finish(api::RequestId id, api::Finish how) {
   summary.queue_ms = ms_between(l.received, l.sent);
   summary.ttft_ms = l.next_index > 0 ? ms_between(l.received, l.first_token) : 0.0;
   summary.total_ms = ms_between(l.received, now);
+  metrics_.count(how == api::Finish::cancelled ? Outcome::cancelled : Outcome::ok);
+  RouterMetrics::observe(metrics_.e2e, seconds_between(l.received, now));
   const std::shared_ptr<api::GenerationSink> sink = l.sink;
   {
     std::lock_guard lock(status_mutex_);
@@ -375,9 +449,10 @@ void RouterRole::finish(api::RequestId id, api::Finish how) {
   sink->on_done(summary);
 }
 
-void RouterRole::fail(api::RequestId id, const api::GenerationError& error, bool tell_workers) {
+void RouterRole::fail(api::RequestId id, const api::GenerationError& error, bool tell_workers, Outcome outcome) {
   const auto it = live_.find(id);
   if (it == live_.end()) return;
+  metrics_.count(outcome);
   if (tell_workers) send_cancel(it->second, id, schemas::CancelReason::SHUTDOWN);
   const std::shared_ptr<api::GenerationSink> sink = it->second.sink;
   {
@@ -469,7 +544,7 @@ void RouterRole::watchdog() {
          api::GenerationError{api::ErrorKind::unavailable,
                               fmt::format("no progress for {} ms (prefill {}, decode {}); retry the request",
                                           options_.stall_timeout.count(), l.prefill, l.decode)},
-         true);
+         true, Outcome::timeout);
   }
   worker_.post_after(std::chrono::seconds(1), [this] { watchdog(); });
 }

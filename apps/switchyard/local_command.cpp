@@ -57,6 +57,8 @@ struct LocalArgs {
   std::string model;
   int prefill = 1;
   int decode = 1;
+  int expert_hosts = 0;       // generated config: expert host nodes (0: experts run in the workers)
+  int redundant_experts = 0;  // generated config: [experts] redundant
   int rpc_port = 7433;     // generated config: the cluster API's port on 127.0.0.1 (0: any free one)
   std::int64_t kv_pages = 0;   // generated config: [decode] kv_pages (0: the default)
   std::int64_t max_batch = 0;  // generated config: [decode] max_batch (0: the default)
@@ -115,7 +117,14 @@ cfg::ClusterConfig generate_config(const LocalArgs& a) {
   if (a.max_batch > 0) c.decode.max_batch = static_cast<std::uint32_t>(a.max_batch);
   c.decode.mtp = a.mtp;
   c.model.backend = a.backend;
-  const std::size_t n = 1 + static_cast<std::size_t>(a.prefill + a.decode);
+  if (a.expert_hosts < 0 || a.redundant_experts < 0) {
+    throw std::invalid_argument("--expert-hosts and --redundant-experts must be >= 0");
+  }
+  if (a.redundant_experts > 0 && a.expert_hosts == 0) {
+    throw std::invalid_argument("--redundant-experts needs --expert-hosts (replicas live on expert hosts)");
+  }
+  c.experts.redundant = static_cast<std::uint32_t>(a.redundant_experts);
+  const std::size_t n = 1 + static_cast<std::size_t>(a.prefill + a.decode + a.expert_hosts);
   const auto ports = free_ports(2 * n + 1);
   c.api.rpc.port = a.rpc_port == 0 ? ports[2 * n] : static_cast<std::uint16_t>(a.rpc_port);
   auto add = [&](std::string name, cfg::Role role) {
@@ -127,8 +136,11 @@ cfg::ClusterConfig generate_config(const LocalArgs& a) {
     c.nodes.push_back(std::move(node));
   };
   add("router", cfg::Role::router);
+  // The expert hosts report token counts to load_stats, which sits with the router.
+  if (a.expert_hosts > 0) c.nodes.back().roles.push_back(cfg::Role::load_stats);
   for (int i = 0; i < a.prefill; ++i) add(fmt::format("prefill{}", i), cfg::Role::prefill);
   for (int i = 0; i < a.decode; ++i) add(fmt::format("decode{}", i), cfg::Role::decode);
+  for (int i = 0; i < a.expert_hosts; ++i) add(fmt::format("expert{}", i), cfg::Role::expert_host);
   return c;
 }
 
@@ -551,6 +563,12 @@ void add_local_command(CLI::App& app, CommandTable& commands) {
   cmd->add_option("--model", args->model, "Model folder for a generated config");
   cmd->add_option("--prefill", args->prefill, "Prefill nodes in a generated config")->capture_default_str();
   cmd->add_option("--decode", args->decode, "Decode nodes in a generated config")->capture_default_str();
+  cmd->add_option("--expert-hosts", args->expert_hosts,
+                  "Generated config: expert host nodes running the routed experts (0: in the workers)")
+      ->capture_default_str();
+  cmd->add_option("--redundant-experts", args->redundant_experts,
+                  "Generated config: redundant expert replicas per MoE layer (EPLB slots)")
+      ->capture_default_str();
   cmd->add_option("--rpc-port", args->rpc_port, "Generated config: cluster API port on 127.0.0.1 (0: any free)")
       ->capture_default_str();
   cmd->add_option("--kv-pages", args->kv_pages, "Generated config: KV pages per layer pool on each decode node");

@@ -4,6 +4,7 @@
 // Prints exactly one line to stdout, when ready: "node NAME ready (roles ..., peers ...)"
 // (`switchyard local` and the system tests wait for it); everything else goes to stderr.
 // Metrics: the process's registry and its exporter, at the node's host:metrics_port (GET /metrics).
+// With [cluster] metrics = false there is neither (bench/metrics_overhead.sh measures the cost).
 // Roles: router, prefill and decode are built from the config ([model] path and backend,
 // [decode] sizes, [api] rpc) by make_roles below. SY_DUMP_LOGITS_DIR=DIR makes prefill and decode
 // dump every generated token's logits there (the determinism tests compare them).
@@ -19,12 +20,19 @@
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
+#include <filesystem>
 #include <memory>
+#include <optional>
+#include <optional>
 #include <string>
 #include <thread>
 
 #include "actors/config/cluster_config.hpp"
 #include "actors/decode/decode_role.hpp"
+#include "actors/expert_host/expert_host_role.hpp"
+#include "actors/load_stats/load_stats_role.hpp"
+#include "balance/placement.hpp"
+#include "model/config.hpp"
 #include "actors/node/node.hpp"
 #include "actors/prefill/prefill_role.hpp"
 #include "actors/router/router_role.hpp"
@@ -88,7 +96,8 @@ std::vector<std::unique_ptr<actors::node::NodeRole>> make_roles(actors::node::Ro
   const actors::config::ClusterConfig& cluster = context.cluster;
   const actors::config::NodeConfig& me = context.me;
   using actors::config::Role;
-  const bool serving = me.has_role(Role::router) || me.has_role(Role::prefill) || me.has_role(Role::decode);
+  const bool serving = me.has_role(Role::router) || me.has_role(Role::prefill) || me.has_role(Role::decode) ||
+                       me.has_role(Role::expert_host);
   if (serving && cluster.model.path.empty()) {
     throw actors::config::ConfigError(fmt::format("{}: node {} hosts {}, which need [model] path", cluster.source,
                                                   me.name, actors::config::join_roles(me.roles)));
@@ -97,7 +106,36 @@ std::vector<std::unique_ptr<actors::node::NodeRole>> make_roles(actors::node::Ro
   const gpu::Backend& backend = find_backend(backend_name);
   const model::Numerics numerics = model::parse_numerics(cluster.model.numerics);
   const char* dump = std::getenv("SY_DUMP_LOGITS_DIR");
+  // Expert parallelism: with expert hosts configured, every node computes the same start-up
+  // placement (epoch 1) from the config; workers dispatch to it, hosts check against it.
+  std::optional<balance::ExpertPlacement> placement;
+  const std::vector<const actors::config::NodeConfig*> hosts = cluster.nodes_with(Role::expert_host);
+  if (!hosts.empty() && serving) {
+    const model::ModelConfig config = model::ModelConfig::from_file(std::filesystem::path(cluster.model.path) / "config.json");
+    std::vector<std::string> names;
+    for (const auto* h : hosts) names.push_back(h->name);
+    std::vector<bool> moe_layers;
+    for (std::int64_t l = 0; l < config.num_checkpoint_layers(); ++l) moe_layers.push_back(config.is_moe_layer(l));
+    try {
+      placement = balance::initial_placement(static_cast<int>(config.n_routed_experts),
+                                             static_cast<int>(cluster.experts.redundant), names, moe_layers);
+    } catch (const std::invalid_argument& e) {
+      throw actors::config::ConfigError(fmt::format("{}: [experts] redundant = {}: {}", cluster.source,
+                                                    cluster.experts.redundant, e.what()));
+    }
+  }
   std::vector<std::unique_ptr<actors::node::NodeRole>> roles;
+  if (me.has_role(Role::load_stats)) {
+    roles.push_back(actors::load_stats::make_load_stats_role(context, actors::load_stats::LoadStatsOptions{}));
+  }
+  if (me.has_role(Role::expert_host)) {
+    actors::expert_host::ExpertHostOptions o;
+    o.model_dir = cluster.model.path;
+    o.backend = &backend;
+    o.numerics = numerics;
+    o.placement = *placement;
+    roles.push_back(actors::expert_host::make_expert_host_role(context, std::move(o)));
+  }
   if (me.has_role(Role::decode)) {
     actors::decode::DecodeRoleOptions o;
     o.model_dir = cluster.model.path;
@@ -107,6 +145,7 @@ std::vector<std::unique_ptr<actors::node::NodeRole>> make_roles(actors::node::Ro
     o.max_batch = cluster.decode.max_batch;
     o.mtp = cluster.decode.mtp;
     if (dump != nullptr) o.dump_logits_dir = dump;
+    o.expert_placement = placement;
     roles.push_back(actors::decode::make_decode_role(context, std::move(o)));
   }
   if (me.has_role(Role::prefill)) {
@@ -116,6 +155,7 @@ std::vector<std::unique_ptr<actors::node::NodeRole>> make_roles(actors::node::Ro
     o.numerics = numerics;
     o.mtp = cluster.decode.mtp;
     if (dump != nullptr) o.dump_logits_dir = dump;
+    o.expert_placement = placement;
     roles.push_back(actors::prefill::make_prefill_role(context, std::move(o)));
   }
   if (me.has_role(Role::router)) {
@@ -140,8 +180,10 @@ int run_serve(const ServeArgs& args) {
   ::signal(SIGPIPE, SIG_IGN);
 
   // After the signal mask is set: the exporter's threads inherit it.
+  // [cluster] metrics = false (overhead runs): no exporter, and the roles get no registry.
   const auto metrics = std::make_shared<monitoring::Registry>();
-  const monitoring::Exporter exporter(fmt::format("{}:{}", me.host, me.metrics_port), metrics);
+  std::optional<monitoring::Exporter> exporter;
+  if (cluster.cluster.metrics) exporter.emplace(fmt::format("{}:{}", me.host, me.metrics_port), metrics);
 
   transport::ucx::UcxOptions options;
   options.error_mode = uses_shared_memory(std::getenv("UCX_TLS")) ? transport::ucx::ErrorMode::none
@@ -160,7 +202,7 @@ int run_serve(const ServeArgs& args) {
   if (args.peer_timeout_s > 0) {
     node_options.peer_timeout = std::chrono::milliseconds(static_cast<std::int64_t>(args.peer_timeout_s * 1000));
   }
-  node_options.metrics = metrics.get();
+  node_options.metrics = cluster.cluster.metrics ? metrics.get() : nullptr;
   node_options.make_roles = make_roles;
   node_options.on_ready = [](const actors::node_status& status) {
     std::fputs((actors::node::ready_line(status) + "\n").c_str(), stdout);

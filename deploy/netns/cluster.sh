@@ -52,6 +52,10 @@ down() {
   for ns in $(ip netns list | awk '{print $1}' | grep -E "^${prefix}[0-9]+$" || true); do
     ip netns del "$ns"
   done
+  # The outer veth ends go with their namespaces, unless a process still holds one: remove them.
+  for link in $(ip -o link show | awk -F': ' '{print $2}' | sed 's/@.*//' | grep -E "^${prefix}v[0-9]+$" || true); do
+    ip link del "$link" 2>/dev/null || true
+  done
   ip link del "$bridge" 2>/dev/null || true
 }
 
@@ -64,8 +68,9 @@ host_of_address() {  # ADDRESS -> I
 run_in() {
   need_root
   local i=$1; shift
-  # A host reaches its peers through eth0 (its veth); loopback would reach only itself.
-  ip netns exec "$prefix$i" env UCX_NET_DEVICES=eth0 "$@"
+  # A host reaches its peers through eth0 (its veth); loopback would reach only itself. exec: the
+  # caller's pid becomes the command's (signals reach it, nothing is left behind).
+  exec ip netns exec "$prefix$i" env UCX_NET_DEVICES=eth0 "$@"
 }
 
 serve() {
@@ -76,7 +81,7 @@ serve() {
   trap 'for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; wait' INT TERM EXIT
   # name and host of every [[node]], in file order.
   while read -r name host; do
-    run_in "$(host_of_address "$host")" "$sy" serve --config "$config" --node "$name" &
+    (run_in "$(host_of_address "$host")" "$sy" serve --config "$config" --node "$name") &
     pids+=($!)
   done < <(awk '/^\[\[node\]\]/{n=""; h=""} /^name *=/{gsub(/[" ]/,"",$3); n=$3} /^host *=/{gsub(/[" ]/,"",$3); h=$3}
                n!="" && h!="" {print n, h; n=""; h=""}' "$config")

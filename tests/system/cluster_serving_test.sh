@@ -26,6 +26,8 @@ export SY_NETNS_PREFIX="syt$((RANDOM % 10000))" SY_NETNS_SUBNET="10.79.$((RANDOM
 netns_up=0
 cleanup() {
   for pid in "${started[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+  # Nodes started in namespaces (their pids are in `started`; this catches any a failure left).
+  pkill -KILL -f "$work/netns.toml" 2>/dev/null || true
   [ "$netns_up" -eq 0 ] || "$netns" down || true
   for pid in $(cat "$work"/*.pids 2>/dev/null); do kill -KILL "$pid" 2>/dev/null || true; done
   rm -rf "$work"
@@ -36,64 +38,14 @@ trap cleanup EXIT
 
 model=$(tiny_model)
 [ -n "$model" ] || { echo "cluster_serving_test: SKIPPED: no tiny model and no tokenizer files to make one"; exit 77; }
-max_tokens=24
-prompts=(
-  "Hello, world" "The capital of France is" "def fibonacci(n):" "1 2 3 4 5 6 7 8"
-  "混合专家模型" "Once upon a time" "SELECT * FROM users WHERE" "東京の天気は"
-  "The quick brown fox" "import numpy as np" "안녕하세요" "In 1492, Columbus"
-  "🙂 emoji test 🚀" "Mixture of experts routes each token" "x" "A long time ago in a galaxy far, far away"
-)
-
-# The single-process reference: text and logits per prompt.
-mkdir -p "$work/ref"
-for i in "${!prompts[@]}"; do
-  "$sy" generate --model "$model" --prompt "${prompts[$i]}" --max-tokens "$max_tokens" \
-    --dump-logits "$work/ref/$((i + 1)).f32" >"$work/ref/$((i + 1)).txt" 2>/dev/null ||
-    fail "switchyard generate failed on prompt $((i + 1))"
-done
-echo "reference: ${#prompts[@]} prompts generated in one process"
-
-# check_prompts TAG: the 16 prompts one at a time through $address: text and dumped logits equal
-# the reference.
-check_prompts() {
-  local tag=$1
-  for i in "${!prompts[@]}"; do
-    local n=$((i + 1))
-    "$yardctl" --address "$address" generate --prompt "${prompts[$i]}" --max-tokens "$max_tokens" \
-      >"$work/$tag.$n.txt" 2>"$work/$tag.$n.err" || fail "$tag: yardctl generate exited $? on prompt $n: $(cat "$work/$tag.$n.err")"
-    cmp -s "$work/$tag.$n.txt" "$work/ref/$n.txt" ||
-      fail "$tag: prompt $n: cluster '$(cat "$work/$tag.$n.txt")' vs single process '$(cat "$work/ref/$n.txt")'"
-    # Request ids count from 1 in submission order, one request at a time here.
-    cmp -s "$work/$tag.dumps/request-$n.f32" "$work/ref/$n.f32" ||
-      fail "$tag: prompt $n: logits differ ($(stat -c %s "$work/$tag.dumps/request-$n.f32" 2>/dev/null || echo no) bytes vs $(stat -c %s "$work/ref/$n.f32"))"
-  done
-}
-
-# start_cluster TAG: `switchyard local` with logit dumps into $work/TAG.dumps; sets sup, address.
-start_cluster() {
-  local tag=$1
-  mkdir -p "$work/$tag.dumps"
-  SY_DUMP_LOGITS_DIR="$work/$tag.dumps" "$sy" local --model "$model" --prefill 1 --decode 2 --rpc-port 0 \
-    --kv-pages 256 --stop-timeout 8 >"$work/$tag.out" 2>"$work/$tag.err" &
-  sup=$!
-  started+=("$sup")
-  ready() { grep -qs 'cluster "local" ready: 4 nodes' "$work/$tag.out"; }
-  wait_until 60 ready || fail "$tag: cluster not ready within 60 s"
-  sed -n 's/^switchyard local: started [a-z0-9]* pid \([0-9]*\) .*/\1/p' "$work/$tag.out" >"$work/$tag.pids"
-  address=$(sed -n 's/^switchyard local:   api: rpc \([0-9.:]*\) .*/\1/p' "$work/$tag.out")
-  [ -n "$address" ] || fail "$tag: no api line"
-}
-
-stop_cluster() {
-  kill -TERM "$sup"
-  wait_until 20 all_gone "$sup" || fail "supervisor still running 20 s after SIGTERM"
-  wait "$sup" || true
-}
+# shellcheck source=tests/system/cluster_lib.sh
+. "$(dirname "$0")/cluster_lib.sh"
+make_reference
 
 determinism() {
   local tag=$1
   local t0=$SECONDS
-  start_cluster "$tag"
+  start_cluster "$tag" 4 --prefill 1 --decode 2
   check_prompts "$tag"
   echo "$tag: ${#prompts[@]} prompts token-identical, logits bitwise equal ($((SECONDS - t0)) s)"
   # All at once: the decode nodes batch them; the texts must not change.
@@ -163,7 +115,7 @@ fi
 
 echo "== kill -9 of a decode node mid-generation (tcp)"
 export UCX_TLS=tcp
-start_cluster kill
+start_cluster kill 4 --prefill 1 --decode 2
 # Two long generations: the router spreads them over both decode nodes (free pages).
 long_pids=()
 for k in 1 2; do
@@ -171,7 +123,10 @@ for k in 1 2; do
     >"$work/long$k.txt" 2>"$work/long$k.err" &
   long_pids+=($!)
 done
-sleep 2
+# Kill decode1 once it is decoding one of them (its /metrics say so).
+metrics_port=$(sed -n 's/^switchyard local:   decode1 .* metrics 127\.0\.0\.1:\([0-9]*\) .*/\1/p' "$work/kill.out")
+decoding() { curl -fsS "http://127.0.0.1:$metrics_port/metrics" | grep -Eq '^switchyard_num_requests_running [1-9]'; }
+wait_until 20 decoding || fail "decode1 never ran one of the two long requests: $(cat "$work"/long*.err)"
 victim=$(sed -n 's/^switchyard local: started decode1 pid \([0-9]*\) .*/\1/p' "$work/kill.out")
 kill -KILL "$victim"
 killed_at=$SECONDS

@@ -78,6 +78,7 @@ class FaultTransport final : public Transport {
     inner_->on_peer_connected(std::move(handler));
   }
   void send(PeerId peer, AmId id, Bytes header, Bytes payload, Completion done) override;
+  std::unique_ptr<MemoryRegion> allocate_memory(std::size_t size) override { return inner_->allocate_memory(size); }
   std::unique_ptr<MemoryRegion> register_memory(void* ptr, std::size_t size) override {
     return inner_->register_memory(ptr, size);
   }

@@ -71,7 +71,7 @@ class UcxTransport final : public Transport {
   // messages (UCX 1.13 has no RMA lane for foreign memory over sm; cma does zero copy only for
   // rendezvous), which needs the target's progress thread and runs at a fraction of the speed.
   // Throws TransportError.
-  std::unique_ptr<MemoryRegion> allocate_memory(std::size_t size);
+  std::unique_ptr<MemoryRegion> allocate_memory(std::size_t size) override;
   // UCX does not check the remote range against the region (tcp lanes write where told):
   // stay inside the region the key came with.
   void put(PeerId peer, const void* local, std::size_t size, std::uint64_t remote_addr,

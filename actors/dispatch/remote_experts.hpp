@@ -1,0 +1,94 @@
+// The worker side of expert parallelism (DESIGN.md "One request's life", spec §5 DeepEP): a
+// model::ExpertExecutor that runs a MoE layer's routed experts on the expert hosts the current
+// placement names. For each layer call it picks, for every (token, rank) slot, one replica of the
+// routed expert (spread by token over the replicas on live hosts), sends one ExpertDispatch per
+// host (FP8 e4m3 rows + fp32 1x128 scales under numerics fp8act, exactly what act_quant gives the
+// local GEMM; fp32 rows under dequant), waits for every host's ExpertCombine (BF16 / fp32) and
+// writes each slot's output where the engine expects it. The engine combines in top-k rank order,
+// so the result never depends on which replica ran a row or when it answered: greedy output and
+// logits equal the single-process engine's bit for bit.
+// Failure: a host that is lost (the transport says so) or answers with an error has its rows
+// re-sent to other replicas within the same call; an expert with no live replica, or no answer
+// within the timeout, fails the step (std::runtime_error naming layer, expert or host), which
+// fails that step's requests with a clear error, never a hang.
+// The shared expert is not here: it runs with attention on the worker (model/moe.hpp), as in
+// DeepSeek's prefill layout; only routed experts cross the network.
+// Threading: run() on the engine's thread (it blocks until the layer's combines are in);
+// on_combine, on_peer_change and install from any thread (the role's actor, the node actor).
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "actors/messages.hpp"
+#include "actors/node/peer_directory.hpp"
+#include "actors/node/transport_bridge.hpp"
+#include "balance/placement.hpp"
+#include "gpu/backend.hpp"
+#include "model/linear.hpp"
+#include "model/moe.hpp"
+#include "transport/thread_annotations.hpp"
+
+namespace sy::actors::dispatch {
+
+struct RemoteExpertOptions {
+  const gpu::Backend* backend = nullptr;  // for act_quant; REQUIRES non-null
+  model::Numerics numerics = model::Numerics::fp8act;
+  std::chrono::milliseconds timeout{4000};  // per layer call, re-sends included
+  std::string node_name;                     // this worker, for messages
+};
+
+class RemoteExpertExecutor final : public model::ExpertExecutor {
+ public:
+  RemoteExpertExecutor(node::TransportBridge& bridge, node::PeerDirectory& peers, balance::ExpertPlacement placement,
+                       RemoteExpertOptions options);
+
+  void run(const model::ExpertBatch& batch) override;
+
+  // An ExpertCombine from a host (routed by the role's actor).
+  void on_combine(const received<schemas::ExpertCombine>& m);
+  // Hosts going away (and coming back) change where rows go from now on.
+  void on_peer_change(const node::PeerChange& change);
+  // A new placement (higher epoch): layer calls after this return use it.
+  void install(balance::ExpertPlacement placement);
+  std::uint64_t epoch() const;
+  // The node is stopping: calls in progress and later ones fail at once instead of waiting.
+  void close();
+
+ private:
+  struct Row {
+    std::int64_t token = 0;  // row of the batch's x
+    std::int64_t out = 0;    // slot index t * K + k into expert_out
+    int expert = 0;
+    int slot = 0;
+  };
+  struct Pending {
+    std::string host;
+    std::vector<Row> rows;  // in dispatch order (grouped by slot, ascending)
+    bool done = false;
+    std::string error;       // set with done when the host refused or was lost
+    std::vector<std::byte> outputs;
+    schemas::OutputDtype dtype = schemas::OutputDtype::BF16;
+  };
+
+  node::TransportBridge& bridge_;
+  node::PeerDirectory& peers_;
+  const RemoteExpertOptions options_;
+
+  mutable std::mutex mutex_;
+  std::condition_variable answered_;
+  std::shared_ptr<const balance::ExpertPlacement> placement_ SY_GUARDED_BY(mutex_);
+  std::set<std::string> lost_ SY_GUARDED_BY(mutex_);
+  std::map<std::uint64_t, Pending> pending_ SY_GUARDED_BY(mutex_);
+  std::uint64_t next_batch_ SY_GUARDED_BY(mutex_) = 1;
+  bool closed_ SY_GUARDED_BY(mutex_) = false;
+};
+
+}  // namespace sy::actors::dispatch

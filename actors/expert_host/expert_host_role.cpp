@@ -1,0 +1,231 @@
+#include "actors/expert_host/expert_host_role.hpp"
+
+#include <capnp/message.h>
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <cstring>
+#include <stdexcept>
+#include <vector>
+
+#include "actors/messages.hpp"
+#include "gpu/dtypes.hpp"
+#include "gpu/quant.hpp"
+#include "model/config.hpp"
+#include "model/moe.hpp"
+#include "model/safetensors.hpp"
+#include "model/weights.hpp"
+#include "transport/task_thread.hpp"
+
+namespace sy::actors::expert_host {
+namespace {
+
+namespace tr = sy::transport;
+using Clock = std::chrono::steady_clock;
+
+std::uint64_t now_ms() {
+  return static_cast<std::uint64_t>(
+      std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now().time_since_epoch()).count());
+}
+
+class ExpertHostRole final : public node::NodeRole {
+ public:
+  ExpertHostRole(node::RoleContext& context, ExpertHostOptions options);
+  ~ExpertHostRole() override { stop(); }
+  std::string name() const override { return "expert_host"; }
+  void stop() override;
+  void post(std::function<void()> task) { worker_.post(std::move(task)); }
+
+  void on_dispatch(const received<schemas::ExpertDispatch>& m);  // worker thread
+
+ private:
+  void report();
+  void send_report();
+  void answer_error(tr::PeerId to, schemas::ExpertDispatch::Reader d, const std::string& why);
+  void log(const std::string& line) const {
+    std::fprintf(stderr, "switchyard node %s: expert_host: %s\n", me_.name.c_str(), line.c_str());
+  }
+
+  const config::NodeConfig& me_;
+  node::TransportBridge& bridge_;
+  node::PeerDirectory& peers_;
+  ExpertHostOptions options_;
+  model::ModelConfig config_;
+  model::Checkpoint checkpoint_;
+  model::ModelWeights weights_;
+  int host_index_ = -1;
+  caf::actor actor_;
+  std::atomic<bool> stopped_{false};
+
+  // Worker thread only: token rows per (layer, logical expert) since the last report.
+  std::vector<std::uint64_t> counts_;
+  std::uint64_t period_start_ms_ = now_ms();
+
+  tr::TaskThread worker_;  // last: stopped first
+};
+
+ExpertHostOptions checked(ExpertHostOptions o) {
+  if (o.backend == nullptr) throw std::invalid_argument("expert_host role: no kernel backend given");
+  return o;
+}
+
+ExpertHostRole::ExpertHostRole(node::RoleContext& context, ExpertHostOptions options)
+    : me_(context.me),
+      bridge_(context.bridge),
+      peers_(context.peers),
+      options_(checked(std::move(options))),
+      config_(model::ModelConfig::from_file(options_.model_dir / "config.json")),
+      checkpoint_(model::Checkpoint::open(options_.model_dir)),
+      weights_(model::bind_weights(checkpoint_, config_)) {
+  const auto& hosts = options_.placement.hosts;
+  const auto it = std::find(hosts.begin(), hosts.end(), me_.name);
+  if (it == hosts.end()) throw std::invalid_argument(fmt::format("expert_host role: {} is not in the placement", me_.name));
+  host_index_ = static_cast<int>(it - hosts.begin());
+  if (options_.placement.experts != config_.n_routed_experts) {
+    throw std::invalid_argument(fmt::format("expert_host role: the placement has {} experts, the model {}",
+                                            options_.placement.experts, config_.n_routed_experts));
+  }
+  counts_.assign(weights_.layers.size() * static_cast<std::size_t>(config_.n_routed_experts), 0);
+  ExpertHostRole* role = this;
+  actor_ = context.system.spawn([role](caf::event_based_actor*) -> caf::behavior {
+    return {[role](const received<schemas::ExpertDispatch>& m) { role->post([role, m] { role->on_dispatch(m); }); }};
+  });
+  bridge_.route(schemas::MessageKind::expert_dispatch, actor_);
+  worker_.post_after(options_.report_interval, [role] { role->report(); });
+  int held = 0;
+  for (int s = 0; s < options_.placement.slots; ++s) held += options_.placement.host_of_slot[static_cast<std::size_t>(s)] == host_index_;
+  log(fmt::format("{} of {} slots per MoE layer (placement epoch {})", held, options_.placement.slots,
+                  options_.placement.epoch));
+}
+
+void ExpertHostRole::stop() {
+  if (stopped_.exchange(true)) return;
+  worker_.stop();
+  caf::anon_send_exit(actor_, caf::exit_reason::user_shutdown);
+}
+
+void ExpertHostRole::answer_error(tr::PeerId to, schemas::ExpertDispatch::Reader d, const std::string& why) {
+  capnp::MallocMessageBuilder message;
+  auto c = message.initRoot<schemas::ExpertCombine>();
+  c.setBatchId(d.getBatchId());
+  c.setLayer(d.getLayer());
+  c.setEpoch(d.getEpoch());
+  c.setRows(0);
+  c.setError(fmt::format("expert host {}: {}", me_.name, why).substr(0, schemas::limits::max_message_bytes));
+  bridge_.send<schemas::ExpertCombine>(to, message);
+}
+
+void ExpertHostRole::on_dispatch(const received<schemas::ExpertDispatch>& m) {
+  const auto d = m.reader();
+  const balance::ExpertPlacement& p = options_.placement;
+  const int layer = d.getLayer();
+  if (d.getEpoch() != p.epoch) return answer_error(m.from, d, fmt::format("placement epoch {} is not mine ({})", d.getEpoch(), p.epoch));
+  if (!p.is_moe_layer(layer) || static_cast<std::size_t>(layer) >= weights_.layers.size() ||
+      !weights_.layers[static_cast<std::size_t>(layer)].moe) {
+    return answer_error(m.from, d, fmt::format("layer {} has no routed experts", layer));
+  }
+  const std::int64_t h = d.getHidden();
+  if (h != config_.hidden_size) return answer_error(m.from, d, fmt::format("hidden {} is not the model's {}", h, config_.hidden_size));
+  const bool fp8 = d.getDtype() == schemas::ActivationDtype::FP8E4M3;
+  if (fp8 != (options_.numerics == model::Numerics::fp8act)) {
+    return answer_error(m.from, d, fmt::format("activations in {}, but this host runs numerics {}",
+                                               fp8 ? "fp8e4m3" : "fp32", model::numerics_name(options_.numerics)));
+  }
+  const auto slots = d.getSlots();
+  const auto slot_rows = d.getSlotRows();
+  for (unsigned i = 0; i < slots.size(); ++i) {
+    if (slots[i] >= static_cast<std::uint32_t>(p.slots) || p.host_of_slot[slots[i]] != host_index_) {
+      return answer_error(m.from, d, fmt::format("slot {} of layer {} is not held here in epoch {}", slots[i], layer, p.epoch));
+    }
+  }
+  const auto& experts = weights_.layers[static_cast<std::size_t>(layer)].moe->experts;
+  const std::int64_t blocks = h / gpu::kQuantBlock;
+  const auto act = d.getActivations();
+  const auto sc = d.getScales();
+  std::int64_t total = 0;
+  for (const std::uint32_t n : slot_rows) total += n;
+  const bool bf16_out = options_.numerics == model::Numerics::fp8act;
+  capnp::MallocMessageBuilder message;
+  auto c = message.initRoot<schemas::ExpertCombine>();
+  c.setBatchId(d.getBatchId());
+  c.setLayer(d.getLayer());
+  c.setEpoch(d.getEpoch());
+  c.setRows(static_cast<std::uint32_t>(total));
+  c.setDtype(bf16_out ? schemas::OutputDtype::BF16 : schemas::OutputDtype::FP32);
+  auto out = c.initOutputs(static_cast<unsigned>(total * h * (bf16_out ? 2 : 4)));
+  std::vector<float> y;
+  std::vector<gpu::fp8_e4m3> xq;
+  std::vector<float> x, scales;
+  std::int64_t row = 0;
+  for (unsigned i = 0; i < slots.size(); ++i) {
+    const int expert = p.phy2log[static_cast<std::size_t>(layer)][slots[i]];
+    const model::SwiGluWeights& w = experts.at(static_cast<std::size_t>(expert));
+    const std::int64_t n = slot_rows[i];
+    y.resize(static_cast<std::size_t>(n * h));
+    if (fp8) {
+      if (!model::swiglu_takes_fp8_input(options_.numerics, w)) {
+        return answer_error(m.from, d, fmt::format("expert {} of layer {} has no FP8 gate/up weights", expert, layer));
+      }
+      xq.resize(static_cast<std::size_t>(n * h));
+      scales.resize(static_cast<std::size_t>(n * blocks));
+      std::memcpy(xq.data(), act.begin() + row * h, static_cast<std::size_t>(n * h));
+      std::memcpy(scales.data(), sc.begin() + row * blocks * 4, static_cast<std::size_t>(n * blocks * 4));
+      model::swiglu_ffn_fp8_input(*options_.backend, w, xq.data(), scales.data(), n, y.data());
+    } else {
+      x.resize(static_cast<std::size_t>(n * h));
+      std::memcpy(x.data(), act.begin() + row * h * 4, static_cast<std::size_t>(n * h * 4));
+      model::swiglu_ffn(*options_.backend, options_.numerics, w, x.data(), n, h, y.data());
+    }
+    model::round_expert_outputs(options_.numerics, y);
+    if (bf16_out) {
+      for (std::int64_t v = 0; v < n * h; ++v) {
+        const gpu::bf16 b = gpu::bf16_from_float(y[static_cast<std::size_t>(v)]);
+        std::memcpy(out.begin() + (row * h + v) * 2, &b, 2);
+      }
+    } else {
+      std::memcpy(out.begin() + row * h * 4, y.data(), static_cast<std::size_t>(n * h * 4));
+    }
+    counts_[static_cast<std::size_t>(layer * config_.n_routed_experts + expert)] += static_cast<std::uint64_t>(n);
+    row += n;
+  }
+  bridge_.send<schemas::ExpertCombine>(m.from, message);
+}
+
+void ExpertHostRole::send_report() {
+  const std::uint64_t end = now_ms();
+  const auto layers = static_cast<std::uint16_t>(weights_.layers.size());
+  int sent = 0;
+  for (const std::string& stats : peers_.with_role(config::Role::load_stats)) {
+    const auto peer = peers_.find(stats);
+    if (!peer) continue;
+    capnp::MallocMessageBuilder message;
+    auto r = message.initRoot<schemas::ExpertLoadReport>();
+    r.setHost(me_.name);
+    r.setPeriodStartMs(period_start_ms_);
+    r.setPeriodEndMs(end);
+    r.setLayers(layers);
+    r.setExperts(static_cast<std::uint32_t>(config_.n_routed_experts));
+    auto tokens = r.initTokens(static_cast<unsigned>(counts_.size()));
+    for (unsigned i = 0; i < counts_.size(); ++i) tokens.set(i, counts_[i]);
+    bridge_.send<schemas::ExpertLoadReport>(*peer, message);
+    ++sent;
+  }
+  if (sent == 0) return;  // nobody to tell yet: keep counting into the same period
+  std::fill(counts_.begin(), counts_.end(), 0);
+  period_start_ms_ = end;
+}
+
+void ExpertHostRole::report() {
+  send_report();
+  worker_.post_after(options_.report_interval, [this] { report(); });
+}
+
+}  // namespace
+
+std::unique_ptr<node::NodeRole> make_expert_host_role(node::RoleContext& context, ExpertHostOptions options) {
+  return std::make_unique<ExpertHostRole>(context, std::move(options));
+}
+
+}  // namespace sy::actors::expert_host

@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# System test of expert parallelism: `switchyard local --expert-hosts 4 --redundant-experts R`
+# on the tiny model (router + load_stats, prefill0, decode0, expert0..3 as separate processes over
+# real UCX on loopback). Every MoE layer's routed experts run on the expert hosts.
+#  1. Determinism, over UCX tcp and over shared memory (UCX_TLS=sm,tcp), redundant 4: 16 prompts
+#     give exactly the single-process `switchyard generate` text, and dumped logits are bitwise
+#     equal; load_stats' switchyard_expert_tokens_total sums, per MoE layer, to exactly
+#     tokens x top-k (tokens = prompt tokens + generated tokens - 1 per request: the last
+#     generated token is never fed back).
+#  2. Failure (tcp), redundant 32 (every expert on two hosts): kill -9 of one expert host while
+#     requests generate: each completes (through the surviving replicas) with the single-process
+#     text or fails with a clear error within 5 s; new requests are then served correctly.
+# Needs SY_BUILD_DIR (ctest sets it). Every wait is bounded; a trap kills what it started.
+set -euo pipefail
+
+sy="${SY_BUILD_DIR:?SY_BUILD_DIR not set}/apps/switchyard"
+yardctl="$SY_BUILD_DIR/apps/yardctl"
+[ -x "$sy" ] && [ -x "$yardctl" ] || { echo "expert_parallel_test: SKIPPED: switchyard or yardctl not built"; exit 77; }
+work=$(mktemp -d "${TMPDIR:-/tmp}/sy-ep-test.XXXXXX")
+started=()
+cleanup() {
+  for pid in "${started[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+  for pid in $(cat "$work"/*.pids 2>/dev/null); do kill -KILL "$pid" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+# shellcheck source=tests/system/lib.sh
+. "$(dirname "$0")/lib.sh"
+model=$(tiny_model)
+[ -n "$model" ] || { echo "expert_parallel_test: SKIPPED: no tiny model and no tokenizer files to make one"; exit 77; }
+# shellcheck source=tests/system/cluster_lib.sh
+. "$(dirname "$0")/cluster_lib.sh"
+make_reference
+
+read -r top_k moe_layers < <(python3 -c "
+import json, sys
+c = json.load(open(sys.argv[1] + '/config.json'))
+n = c['num_hidden_layers'] + c.get('num_nextn_predict_layers', 0)
+moe = [l for l in range(c['num_hidden_layers']) if l >= c['first_k_dense_replace'] and l % c.get('moe_layer_freq', 1) == 0]
+print(c['num_experts_per_tok'], ','.join(map(str, moe)))" "$model")
+
+# expert_tokens_by_layer PORT: "layer=sum ..." of switchyard_expert_tokens_total on that node.
+expert_tokens_by_layer() {
+  curl -fsS "http://127.0.0.1:$1/metrics" | python3 -c "
+import sys, collections
+s = collections.Counter()
+for line in sys.stdin:
+    if line.startswith('switchyard_expert_tokens_total{'):
+        labels, value = line.rsplit(' ', 1)
+        s[int(labels.split('layer=\"')[1].split('\"')[0])] += int(float(value))
+print(' '.join(f'{l}={s[l]}' for l in sorted(s)))"
+}
+
+determinism() {
+  local tag=$1 t0=$SECONDS
+  start_cluster "$tag" 7 --prefill 1 --decode 1 --expert-hosts 4 --redundant-experts 4
+  check_prompts "$tag"
+  echo "$tag: ${#prompts[@]} prompts through 4 expert hosts token-identical, logits bitwise equal ($((SECONDS - t0)) s)"
+  # Tokens that went through every MoE layer: prompt + generated - 1 per request.
+  local tokens=0 n p g
+  for n in $(seq 1 "${#prompts[@]}"); do
+    read -r g p < <(sed -n 's/^tokens \([0-9]*\) (prompt \([0-9]*\)).*/\1 \2/p' "$work/$tag.$n.err")
+    tokens=$((tokens + p + g - 1))
+  done
+  local port expected="" layer
+  port=$(sed -n 's/^switchyard local:   router .* metrics 127\.0\.0\.1:\([0-9]*\) .*/\1/p' "$work/$tag.out")
+  for layer in ${moe_layers//,/ }; do expected+="$layer=$((tokens * top_k)) "; done
+  expected=${expected% }
+  counts_match() { [ "$(expert_tokens_by_layer "$port")" = "$expected" ]; }
+  wait_until 10 counts_match ||
+    fail "$tag: load_stats per-layer tokens '$(expert_tokens_by_layer "$port")', expected '$expected' ($tokens tokens x top-$top_k)"
+  echo "$tag: load_stats counts $expected (= $tokens tokens x top-$top_k per MoE layer)"
+  stop_cluster
+}
+
+export UCX_NET_DEVICES=lo UCX_WARN_UNUSED_ENV_VARS=n
+UCX_TLS=tcp determinism tcp
+UCX_TLS=sm,tcp determinism sm
+
+echo "== kill -9 of an expert host mid-generation (tcp, every expert on two hosts)"
+export UCX_TLS=tcp
+start_cluster kill 7 --prefill 1 --decode 1 --expert-hosts 4 --redundant-experts 32
+long=()
+for k in 1 2 3 4; do
+  "$yardctl" --address "$address" generate --prompt "${prompts[$k]}" --max-tokens 200 >"$work/long$k.txt" \
+    2>"$work/long$k.err" &
+  long+=($!)
+done
+sleep 1
+victim=$(sed -n 's/^switchyard local: started expert1 pid \([0-9]*\) .*/\1/p' "$work/kill.out")
+kill -KILL "$victim"
+killed_at=$SECONDS
+for k in 1 2 3 4; do
+  rc=0
+  wait "${long[$((k - 1))]}" || rc=$?
+  if [ "$rc" -eq 0 ]; then
+    grep -q "finish length" "$work/long$k.err" || fail "request $k ended oddly: $(cat "$work/long$k.err")"
+    "$sy" generate --model "$model" --prompt "${prompts[$k]}" --max-tokens 200 >"$work/long$k.ref" 2>/dev/null
+    cmp -s "$work/long$k.txt" "$work/long$k.ref" || fail "request $k completed across the kill with different text"
+  else
+    grep -q "expert" "$work/long$k.err" || fail "request $k failed without naming the expert problem: $(cat "$work/long$k.err")"
+    [ $((SECONDS - killed_at)) -le 5 ] || fail "request $k failed only $((SECONDS - killed_at)) s after the kill"
+  fi
+  echo "request $k: exit $rc: $(tail -n 1 "$work/long$k.err")"
+done
+alive "$sup" || fail "the supervisor stopped after losing one expert host"
+"$yardctl" --address "$address" generate --prompt "${prompts[0]}" --max-tokens "$max_tokens" >"$work/after.txt" \
+  2>"$work/after.err" || fail "a new request after the kill failed: $(cat "$work/after.err")"
+cmp -s "$work/after.txt" "$work/ref/1.txt" || fail "after the kill: '$(cat "$work/after.txt")' differs"
+echo "a new request after the kill was served correctly by the surviving replicas"
+stop_cluster
+echo "expert parallel system test passed"
