@@ -41,7 +41,7 @@ wait_for() {  # FILE PATTERN
 # start NAME [metrics = false]: writes a config (free ports: the other cluster already holds its
 # own), starts it and prints its cluster API address.
 start() {
-  "$sy" local --model "$model" --prefill 1 --decode 1 --rpc-port 0 --max-batch "$batch" --kv-pages 512 \
+  "$sy" local --model "$model" --prefill 1 --decode 1 --rpc-port 0 --http-port 0 --max-batch "$batch" --kv-pages 512 \
     --write-config "$work/$1.toml" >/dev/null
   [ "$#" -lt 2 ] || sed -i "/^\[cluster\]$/a $2" "$work/$1.toml"
   "$sy" local --config "$work/$1.toml" >"$work/$1.out" 2>"$work/$1.err" &

@@ -5,7 +5,8 @@
 # processes over UCX) and streams a demo generation through the cluster API with yardctl.
 # Interactive (a terminal on stdin): the cluster keeps serving until Ctrl-C. Otherwise (CI,
 # scripts) it is stopped after the demo. Environment: SY_BUILD_DIR (default build), SY_MODEL_DIR
-# (default <data dir>/models/tiny), SY_RPC_PORT (default 7433; 0 picks a free port).
+# (default <data dir>/models/tiny), SY_RPC_PORT (default 7433) and SY_HTTP_PORT (default 8000)
+# for the cluster's APIs (0 picks a free port).
 # --with-monitoring: also starts Prometheus (Debian's `prometheus`, loopback only) on the scrape
 # config `switchyard local` writes and prints its URL; SY_PROMETHEUS_PORT (default 9090; 0 picks a
 # free port). Grafana and the dashboards: docs/operations.md "Dashboards".
@@ -66,7 +67,7 @@ stop_prometheus() {
   prometheus_pid=
 }
 trap 'stop_prometheus; stop_cluster; rm -rf "$work"' EXIT
-"$sy" local --model "$model" --prefill 1 --decode 2 --rpc-port "${SY_RPC_PORT:-7433}" --kv-pages 512 \
+"$sy" local --model "$model" --prefill 1 --decode 2 --rpc-port "${SY_RPC_PORT:-7433}" --http-port "${SY_HTTP_PORT:-8000}" --kv-pages 512 \
   >"$work/local.out" 2>"$work/local.err" &
 cluster_pid=$!
 for _ in $(seq 1 600); do
@@ -101,6 +102,12 @@ fi
 echo
 echo "== yardctl generate (streamed from the decode nodes through the router) =="
 "$yardctl" --address "$address" generate --prompt "What does a switchyard do?" --max-tokens 32
+echo
+echo "== the same cluster through the OpenAI-compatible HTTP API =="
+http=$(sed -n 's|^switchyard local:   api: http http://\([0-9.:]*\)/v1 .*|\1|p' "$work/local.out")
+curl -fsS "http://$http/v1/completions" -H 'Content-Type: application/json' \
+  -d "{\"model\": \"$(basename "$model")\", \"prompt\": \"What does a switchyard do?\", \"max_tokens\": 16, \"temperature\": 0}"
+echo
 echo
 echo "== yardctl status =="
 "$yardctl" --address "$address" status

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <array>
 #include <optional>
 #include <set>
 #include <stdexcept>
@@ -252,7 +253,11 @@ StepOutput Engine::step(std::span<const SequenceInput> inputs) {
   }
   std::vector<float> x(static_cast<std::size_t>(batch.tokens * hidden));
   embed(tokens, weights_.embed_tokens, x.data());
-  for (std::int64_t l = 0; l < config_.num_hidden_layers; ++l) decoder_layer(l, batch, x.data());
+  if (options_.two_micro_batches && batch.segments.size() >= 2) {
+    layers_overlapped(batch, x.data());
+  } else {
+    for (std::int64_t l = 0; l < config_.num_hidden_layers; ++l) decoder_layer(l, batch, x.data());
+  }
 
   StepOutput out;
   head(batch, x.data(), weights_.norm, weights_.lm_head, out);
@@ -384,12 +389,27 @@ void Engine::head(const Batch& batch, const float* x, std::span<const gpu::bf16>
                       .ldc = vocab});
 }
 
+struct Engine::LayerInFlight {
+  std::int64_t layer = -1;
+  std::vector<float> h;  // the FFN's input (post-attention norm)
+  bool moe = false;
+  MoeInFlight experts;
+};
+
 void Engine::decoder_layer(std::int64_t layer, const Batch& batch, float* x) {
+  LayerInFlight flight;
+  layer_start(layer, batch, x, flight);
+  layer_finish(batch, x, flight);
+}
+
+void Engine::layer_start(std::int64_t layer, const Batch& batch, float* x, LayerInFlight& flight) {
   const LayerWeights& w = weights_.layers[static_cast<std::size_t>(layer)];
   const std::int64_t hidden = config_.hidden_size;
   const std::int64_t n = batch.tokens * hidden;
   const auto eps = static_cast<float>(config_.rms_norm_eps);
-  std::vector<float> h(static_cast<std::size_t>(n));
+  flight.layer = layer;
+  std::vector<float>& h = flight.h;
+  h.resize(static_cast<std::size_t>(n));
   std::vector<float> y(static_cast<std::size_t>(n));
   backend_.rms_norm({.x = x,
                      .weight = w.input_layernorm.data(),
@@ -409,12 +429,70 @@ void Engine::decoder_layer(std::int64_t layer, const Batch& batch, float* x) {
                      .x_stride = hidden,
                      .y_stride = hidden,
                      .eps = eps});
-  if (w.moe) {
-    moe_forward(config_, *w.moe, layer, h.data(), batch.tokens, y.data(), backend_, options_.numerics, *experts_);
+  flight.moe = static_cast<bool>(w.moe);
+  if (flight.moe) {
+    moe_start(config_, *w.moe, layer, h.data(), batch.tokens, backend_, options_.numerics, *experts_, flight.experts);
   } else {
     swiglu_ffn(backend_, options_.numerics, *w.dense_mlp, h.data(), batch.tokens, hidden, y.data());
+    add_in_place(x, y.data(), n);
   }
+}
+
+void Engine::layer_finish(const Batch& batch, float* x, LayerInFlight& flight) {
+  if (!flight.moe) return;
+  const std::int64_t n = batch.tokens * config_.hidden_size;
+  std::vector<float> y(static_cast<std::size_t>(n));
+  moe_finish(config_, flight.experts, y.data(), *experts_);
   add_in_place(x, y.data(), n);
+  flight.moe = false;
+}
+
+void Engine::layers_overlapped(const Batch& batch, float* x) {
+  // Halves by whole sequences, as even in tokens as the segments allow.
+  std::size_t split = 1;
+  std::int64_t best = batch.tokens;
+  for (std::size_t i = 1; i < batch.segments.size(); ++i) {
+    const std::int64_t left = batch.segments[i].row;
+    const std::int64_t diff = left > batch.tokens - left ? 2 * left - batch.tokens : batch.tokens - 2 * left;
+    if (diff < best) {
+      best = diff;
+      split = i;
+    }
+  }
+  std::array<Batch, 2> half;
+  for (std::size_t i = 0; i < batch.segments.size(); ++i) {
+    Batch& b = half[i < split ? 0 : 1];
+    Segment seg = batch.segments[i];
+    const std::int64_t row = seg.row;
+    seg.row = b.tokens;
+    b.segments.push_back(seg);
+    for (std::int64_t j = 0; j < seg.count; ++j) {
+      b.seq_ids.push_back(batch.seq_ids[static_cast<std::size_t>(row + j)]);
+      b.positions.push_back(batch.positions[static_cast<std::size_t>(row + j)]);
+    }
+    b.tokens += seg.count;
+  }
+  float* xa = x;
+  float* xb = x + half[0].tokens * config_.hidden_size;
+  LayerInFlight a, b;
+  // A(l) starts once A(l-1) is done; B(l-1) finishes (its experts were in flight during A's
+  // attention) before B(l) starts; A(l)'s experts fly during B's attention, and B(l)'s during
+  // A(l+1)'s.
+  try {
+    for (std::int64_t l = 0; l < config_.num_hidden_layers; ++l) {
+      layer_start(l, half[0], xa, a);
+      if (l > 0) layer_finish(half[1], xb, b);
+      layer_start(l, half[1], xb, b);
+      layer_finish(half[0], xa, a);
+    }
+    layer_finish(half[1], xb, b);
+  } catch (...) {
+    // The step fails; a half whose experts are still under way is given up, not waited for.
+    for (LayerInFlight* f : {&a, &b}) {
+      if (f->moe) experts_->cancel(f->experts.ticket);
+    }
+    throw;
+  }
 }
 
 void Engine::attention(std::int64_t layer, const Batch& batch, const float* h, float* out) {

@@ -37,6 +37,11 @@ struct EngineOptions {
   std::int64_t max_chunk_tokens = 512;  // tokens per step, all sequences together
   AttentionForm attention = AttentionForm::automatic;
   bool mtp = true;  // keep the MTP layer's cache (when the model has MTP) so mtp_step works
+  // Two-micro-batch overlap (DeepSeek's decode layout, SGLang's two-batch overlap): a step with
+  // two or more sequences is split in two halves, and each MoE layer's routed experts of one
+  // half run (on the expert hosts) while the other half computes attention. Output is the same
+  // bit for bit (the kernels are batch-invariant); it pays only with a remote ExpertExecutor.
+  bool two_micro_batches = false;
   // Where the KV arena comes from (KvCacheOptions::arena_provider); null: the cache allocates it.
   std::function<std::byte*(std::size_t bytes)> kv_arena_provider;
 };
@@ -146,6 +151,13 @@ class Engine {
   const SeqState& state(SequenceId seq) const;
   void reserve_for(const std::vector<std::pair<SequenceId, std::int64_t>>& needs);
   void decoder_layer(std::int64_t layer, const Batch& batch, float* x);
+  // decoder_layer in two halves: attention and the start of the FFN (the MoE's routed experts
+  // under way), then the rest of the FFN. `flight` carries the layer's buffers between them.
+  struct LayerInFlight;
+  void layer_start(std::int64_t layer, const Batch& batch, float* x, LayerInFlight& flight);
+  void layer_finish(const Batch& batch, float* x, LayerInFlight& flight);
+  // The step's layers over two halves of the batch, interleaved (two_micro_batches).
+  void layers_overlapped(const Batch& batch, float* x);
   void attention(std::int64_t layer, const Batch& batch, const float* h, float* out);
   void embed(std::span<const std::int32_t> tokens, std::span<const gpu::bf16> table, float* x) const;
   void head(const Batch& batch, const float* x, std::span<const gpu::bf16> norm, std::span<const gpu::bf16> head,

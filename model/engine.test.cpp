@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <map>
 
 #include "gpu/cpu/kernels.hpp"
 #include "model/engine_test_util.hpp"
@@ -474,6 +475,60 @@ TEST_F(TinyEngine, ExpertExecutorOrderDoesNotChangeTheResult) {
   ASSERT_EQ(a.hidden.size(), b.hidden.size());
   EXPECT_EQ(std::memcmp(a.hidden.data(), b.hidden.data(), a.hidden.size() * sizeof(float)), 0);
   EXPECT_EQ(std::memcmp(a.logits.data(), b.logits.data(), a.logits.size() * sizeof(float)), 0);
+}
+
+// The start/finish seam as a remote executor uses it: nothing runs until finish(), so the
+// engine must keep each call's buffers alive and finish every call it starts.
+class DeferringExecutor final : public ExpertExecutor {
+ public:
+  DeferringExecutor(const ModelWeights& w, Numerics n) : local_(w, ref(), n) {}
+  static const gpu::Backend& ref() { return gpu::ref::backend(); }
+  void run(const ExpertBatch& b) override { local_.run(b); }
+  Ticket start(const ExpertBatch& b) override {
+    in_flight_[next_] = b;
+    max_in_flight = std::max(max_in_flight, in_flight_.size());
+    return next_++;
+  }
+  void finish(Ticket t) override {
+    local_.run(in_flight_.at(t));
+    in_flight_.erase(t);
+    ++finished;
+  }
+  std::size_t max_in_flight = 0;
+  int finished = 0;
+
+ private:
+  LocalExpertExecutor local_;
+  std::map<Ticket, ExpertBatch> in_flight_;
+  Ticket next_ = 1;
+};
+
+// Two micro-batches: a step over three sequences split in halves, each MoE layer's experts of
+// one half in flight while the other half runs attention, gives bitwise the unsplit result.
+TEST_F(TinyEngine, TwoMicroBatchesGiveTheSameLogits) {
+  EngineOptions plain = options_for(Numerics::fp8act);
+  EngineOptions overlap = plain;
+  overlap.two_micro_batches = true;
+  DeferringExecutor deferring(weights(), Numerics::fp8act);
+  Engine a(config(), weights(), ref(), plain);
+  Engine b(config(), weights(), ref(), overlap, &deferring);
+  const std::vector<std::vector<std::int32_t>> prompts{test_prompt(9, 1, config().vocab_size),
+                                                       test_prompt(3, 2, config().vocab_size),
+                                                       test_prompt(12, 3, config().vocab_size)};
+  StepOutput out[2];
+  Engine* engines[2] = {&a, &b};
+  for (int e = 0; e < 2; ++e) {
+    std::vector<SequenceInput> inputs;
+    for (const auto& p : prompts) {
+      inputs.push_back({engines[e]->add_sequence(), p, InputKind::prompt, LogitRows::all});
+    }
+    out[e] = engines[e]->step(inputs);
+  }
+  EXPECT_EQ(deferring.max_in_flight, 2u);
+  EXPECT_EQ(deferring.finished, 2 * config().num_moe_layers());
+  ASSERT_EQ(out[0].logits.size(), out[1].logits.size());
+  EXPECT_EQ(std::memcmp(out[0].logits.data(), out[1].logits.data(), out[0].logits.size() * sizeof(float)), 0);
+  EXPECT_EQ(std::memcmp(out[0].hidden.data(), out[1].hidden.data(), out[0].hidden.size() * sizeof(float)), 0);
 }
 
 TEST(MoeRouting, MapsTopkMethods) {

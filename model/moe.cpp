@@ -91,12 +91,13 @@ gpu::MoeRouting moe_routing(const ModelConfig& config) {
   return r;
 }
 
-void moe_forward(const ModelConfig& config, const MoeWeights& weights, std::int64_t layer, const float* x,
-                 std::int64_t tokens, float* out, const gpu::Backend& backend, Numerics numerics,
-                 ExpertExecutor& executor) {
+void moe_start(const ModelConfig& config, const MoeWeights& weights, std::int64_t layer, const float* x,
+               std::int64_t tokens, const gpu::Backend& backend, Numerics numerics, ExpertExecutor& executor,
+               MoeInFlight& flight) {
   const std::int64_t hidden = config.hidden_size;
   const std::int64_t experts = config.n_routed_experts;
   const std::int64_t top_k = config.num_experts_per_tok;
+  flight.tokens = tokens;
   if (tokens == 0) return;
   std::vector<float> logits(static_cast<std::size_t>(tokens * experts));
   backend.bf16_gemm({.a = x,
@@ -110,28 +111,44 @@ void moe_forward(const ModelConfig& config, const MoeWeights& weights, std::int6
                      .ldc = experts});
   gpu::MoeRouting routing = moe_routing(config);
   routing.bias = weights.e_score_correction_bias.empty() ? nullptr : weights.e_score_correction_bias.data();
-  std::vector<std::int32_t> ids(static_cast<std::size_t>(tokens * top_k));
-  std::vector<float> w(static_cast<std::size_t>(tokens * top_k));
+  flight.ids.resize(static_cast<std::size_t>(tokens * top_k));
+  flight.weights.resize(static_cast<std::size_t>(tokens * top_k));
   backend.moe_select({.logits = logits.data(),
-                      .indices = ids.data(),
-                      .weights = w.data(),
+                      .indices = flight.ids.data(),
+                      .weights = flight.weights.data(),
                       .tokens = tokens,
                       .logits_stride = experts,
                       .routing = routing});
-  std::vector<float> expert_out(static_cast<std::size_t>(tokens * top_k * hidden));
-  executor.run({.layer = layer,
-                .tokens = tokens,
-                .top_k = top_k,
-                .hidden = hidden,
-                .x = x,
-                .expert_ids = ids.data(),
-                .expert_out = expert_out.data()});
-  combine_in_rank_order(tokens, top_k, hidden, expert_out.data(), w.data(), out);
+  flight.expert_out.resize(static_cast<std::size_t>(tokens * top_k * hidden));
+  flight.ticket = executor.start({.layer = layer,
+                                  .tokens = tokens,
+                                  .top_k = top_k,
+                                  .hidden = hidden,
+                                  .x = x,
+                                  .expert_ids = flight.ids.data(),
+                                  .expert_out = flight.expert_out.data()});
+  // The shared expert runs here, beside attention, while the routed experts are under way.
+  flight.shared.clear();
   if (weights.shared) {
-    std::vector<float> shared(static_cast<std::size_t>(tokens * hidden));
-    swiglu_ffn(backend, numerics, *weights.shared, x, tokens, hidden, shared.data());
-    for (std::size_t i = 0; i < shared.size(); ++i) out[i] += shared[i];
+    flight.shared.resize(static_cast<std::size_t>(tokens * hidden));
+    swiglu_ffn(backend, numerics, *weights.shared, x, tokens, hidden, flight.shared.data());
   }
+}
+
+void moe_finish(const ModelConfig& config, MoeInFlight& flight, float* out, ExpertExecutor& executor) {
+  if (flight.tokens == 0) return;
+  executor.finish(flight.ticket);
+  combine_in_rank_order(flight.tokens, config.num_experts_per_tok, config.hidden_size, flight.expert_out.data(),
+                        flight.weights.data(), out);
+  for (std::size_t i = 0; i < flight.shared.size(); ++i) out[i] += flight.shared[i];
+}
+
+void moe_forward(const ModelConfig& config, const MoeWeights& weights, std::int64_t layer, const float* x,
+                 std::int64_t tokens, float* out, const gpu::Backend& backend, Numerics numerics,
+                 ExpertExecutor& executor) {
+  MoeInFlight flight;
+  moe_start(config, weights, layer, x, tokens, backend, numerics, executor, flight);
+  moe_finish(config, flight, out, executor);
 }
 
 }  // namespace sy::model

@@ -29,10 +29,23 @@ struct ExpertBatch {
 
 // Runs routed experts. An implementation may group, reorder or ship rows anywhere, but each
 // slot's output must be a function of (layer, expert, x[t]) alone.
+// start/finish split a call so that work can overlap it (the engine's two micro-batches: one
+// half's experts run on the expert hosts while the other half computes attention): start()
+// returns once the work is under way, finish() once expert_out is written. The batch's buffers
+// must stay valid until finish(). At most a few calls are in flight; each is finished once. The
+// defaults run everything in start().
 class ExpertExecutor {
  public:
+  using Ticket = std::uint64_t;
   virtual ~ExpertExecutor() = default;
   virtual void run(const ExpertBatch& batch) = 0;
+  virtual Ticket start(const ExpertBatch& batch) {
+    run(batch);
+    return 0;
+  }
+  virtual void finish(Ticket ticket) { (void)ticket; }
+  // Gives up a started call that will not be finished (the step failed meanwhile).
+  virtual void cancel(Ticket ticket) { (void)ticket; }
 };
 
 // Runs every expert in this process: groups the slots by expert and runs each expert's SwiGLU as
@@ -64,6 +77,23 @@ void combine_in_rank_order(std::int64_t tokens, std::int64_t top_k, std::int64_t
 // the top 2 biased scores, group_limited_greedy → max, greedy → a single group), top-k,
 // normalization and scale. bias is left null; the caller points it at the layer's bias.
 gpu::MoeRouting moe_routing(const ModelConfig& config);
+
+// One MoE FFN in two halves (the engine's micro-batch overlap): moe_start runs the gate and the
+// selection, starts the routed experts, and computes the shared expert while they run;
+// moe_finish waits for them, combines in rank order and adds the shared expert. The result is
+// moe_forward's, bit for bit. x must stay valid until moe_finish.
+struct MoeInFlight {
+  std::int64_t tokens = 0;
+  std::vector<std::int32_t> ids;       // [T, K]
+  std::vector<float> weights;          // [T, K]
+  std::vector<float> expert_out;       // [T, K, H]
+  std::vector<float> shared;           // [T, H]; empty without a shared expert
+  ExpertExecutor::Ticket ticket = 0;
+};
+void moe_start(const ModelConfig& config, const MoeWeights& weights, std::int64_t layer, const float* x,
+               std::int64_t tokens, const gpu::Backend& backend, Numerics numerics, ExpertExecutor& executor,
+               MoeInFlight& flight);
+void moe_finish(const ModelConfig& config, MoeInFlight& flight, float* out, ExpertExecutor& executor);
 
 // One MoE FFN: gate (bf16_gemm) → moe_select → executor → rank-order combine → + shared expert.
 // The shared expert runs here, beside attention (DeepSeek's prefill layout), never on expert

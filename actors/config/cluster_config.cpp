@@ -185,6 +185,7 @@ void parse_model(const std::string& source, const toml::table& t, ModelConfig& o
     }
     out.backend = *v;
   }
+  if (auto v = r.integer("max_seq_len", 0, std::int64_t{1} << 24)) out.max_seq_len = static_cast<std::uint32_t>(*v);
   r.finish();
 }
 
@@ -206,6 +207,7 @@ void parse_decode(const std::string& source, const toml::table& t, DecodeConfig&
 void parse_experts(const std::string& source, const toml::table& t, ExpertsConfig& out) {
   TableReader r(source, t, "experts");
   if (auto v = r.integer("redundant", 0, 4096)) out.redundant = static_cast<std::uint32_t>(*v);
+  if (auto v = r.boolean("overlap")) out.overlap = *v;
   r.finish();
 }
 
@@ -408,10 +410,11 @@ std::string to_toml(const ClusterConfig& c) {
   if (!c.model.path.empty()) out += fmt::format("path = {}\n", quoted(c.model.path));
   out += fmt::format("numerics = {}\n", quoted(c.model.numerics));
   if (!c.model.backend.empty()) out += fmt::format("backend = {}\n", quoted(c.model.backend));
+  if (c.model.max_seq_len != 0) out += fmt::format("max_seq_len = {}\n", c.model.max_seq_len);
   out += fmt::format("\n[api]\nrpc = {}\nhttp = {}\n\n", quoted(c.api.rpc.to_string()), quoted(c.api.http.to_string()));
   out += fmt::format("[decode]\nkv_pages = {}\nmax_batch = {}\nmtp = {}\n\n", c.decode.kv_pages, c.decode.max_batch,
                      c.decode.mtp);
-  out += fmt::format("[experts]\nredundant = {}\n", c.experts.redundant);
+  out += fmt::format("[experts]\nredundant = {}\noverlap = {}\n", c.experts.redundant, c.experts.overlap);
   for (const NodeConfig& n : c.nodes) {
     std::string roles;
     for (Role role : n.roles) roles += fmt::format("{}\"{}\"", roles.empty() ? "" : ", ", role_name(role));

@@ -8,10 +8,11 @@
 // Format (deploy/local-cluster.toml is a complete sample; defaults in brackets):
 //   [cluster]  name ["switchyard"], admin_token [none], heartbeat_ms [1000], peer_timeout_s [30]
 //              metrics [true] (false: nodes serve no /metrics and roles count nothing; for overhead runs)
-//   [model]    path [none yet], numerics ["fp8act" | "dequant"], backend ["" = fastest | ref | cpu | cuda]
+//   [model]    path [none yet], numerics ["fp8act" | "dequant"], backend ["" = fastest | ref | cpu | cuda],
+//              max_seq_len [0 = the model's max_position_embeddings]
 //   [api]      rpc ["127.0.0.1:7433"], http ["127.0.0.1:8000"]
 //   [decode]   kv_pages [4096], max_batch [64], mtp [false]
-//   [experts]  redundant [0]
+//   [experts]  redundant [0], overlap [true]
 //   [[node]]   name, host ["127.0.0.1"], transport_port, metrics_port, roles = ["router", ...]
 #pragma once
 
@@ -65,6 +66,7 @@ struct ModelConfig {
   std::string path;                 // model folder; empty until a role needs weights
   std::string numerics = "fp8act";  // "fp8act" | "dequant" (model::parse_numerics)
   std::string backend;              // "" (the fastest in the build) | "ref" | "cpu" | "cuda"
+  std::uint32_t max_seq_len = 0;    // context per request (prompt + completion); 0: the model's
 };
 
 struct ApiConfig {
@@ -80,6 +82,7 @@ struct DecodeConfig {
 
 struct ExpertsConfig {
   std::uint32_t redundant = 0;  // redundant expert slots per MoE layer (EPLB), 0..4096
+  bool overlap = true;          // two-micro-batch overlap in the workers when expert hosts run the experts
 };
 
 struct ClusterConfig {

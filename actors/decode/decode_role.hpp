@@ -40,6 +40,10 @@ struct DecodeRoleOptions {
   // Set: routed experts run on the expert hosts this placement names (dispatch::
   // RemoteExpertExecutor); unset: in this process.
   std::optional<balance::ExpertPlacement> expert_placement;
+  // Two-micro-batch overlap of expert communication with attention (EngineOptions); only pays
+  // with expert hosts.
+  bool two_micro_batches = false;
+  std::int64_t max_seq_len = 0;  // context per request; 0: the model's
 };
 
 // Loads the model, registers the KV arena with the transport and routes KvReserveRequest,

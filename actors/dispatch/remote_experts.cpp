@@ -84,61 +84,84 @@ void RemoteExpertExecutor::on_combine(const received<schemas::ExpertCombine>& m)
   answered_.notify_all();
 }
 
-void RemoteExpertExecutor::run(const model::ExpertBatch& b) {
-  const Clock::time_point deadline = Clock::now() + options_.timeout;
-  std::shared_ptr<const balance::ExpertPlacement> placement;
-  std::set<std::string> excluded;
+void RemoteExpertExecutor::run(const model::ExpertBatch& b) { finish(start(b)); }
+
+void RemoteExpertExecutor::cancel(Ticket ticket) {
+  const auto it = calls_.find(ticket);
+  if (it == calls_.end()) return;
+  std::lock_guard lock(mutex_);
+  for (const std::uint64_t id : it->second.batches) pending_.erase(id);
+  calls_.erase(it);
+}
+
+model::ExpertExecutor::Ticket RemoteExpertExecutor::start(const model::ExpertBatch& b) {
+  Call call;
+  call.batch = b;
+  call.deadline = Clock::now() + options_.timeout;
   {
     std::lock_guard lock(mutex_);
     if (closed_) throw std::runtime_error("the node is stopping");
-    placement = placement_;
-    excluded = lost_;
+    call.placement = placement_;
+    call.excluded = lost_;
   }
-  const int layer = static_cast<int>(b.layer);
-  if (!placement->is_moe_layer(layer)) {
-    throw std::runtime_error(fmt::format("layer {} has no routed experts in placement epoch {}", layer, placement->epoch));
+  call.layer = static_cast<int>(b.layer);
+  if (!call.placement->is_moe_layer(call.layer)) {
+    throw std::runtime_error(
+        fmt::format("layer {} has no routed experts in placement epoch {}", call.layer, call.placement->epoch));
   }
+  if (options_.numerics == model::Numerics::fp8act) {
+    const std::int64_t blocks = b.hidden / gpu::kQuantBlock;
+    call.xq.resize(static_cast<std::size_t>(b.tokens * b.hidden));
+    call.scales.resize(static_cast<std::size_t>(b.tokens * blocks));
+    model::quantize_activations(*options_.backend, b.x, b.tokens, b.hidden, b.hidden, call.xq.data(),
+                                call.scales.data());
+  }
+  std::vector<Row> rows;
+  rows.reserve(static_cast<std::size_t>(b.tokens * b.top_k));
+  for (std::int64_t s = 0; s < b.tokens * b.top_k; ++s) rows.push_back(Row{s / b.top_k, s, b.expert_ids[s], -1});
+  const Ticket ticket = next_ticket_++;
+  Call& stored = calls_.emplace(ticket, std::move(call)).first->second;
+  try {
+    send_round(stored, std::move(rows));
+  } catch (...) {
+    cancel(ticket);
+    throw;
+  }
+  return ticket;
+}
+
+void RemoteExpertExecutor::send_round(Call& call, std::vector<Row> todo) {
+  const model::ExpertBatch& b = call.batch;
+  const balance::ExpertPlacement& placement = *call.placement;
+  const int layer = call.layer;
   const bool fp8 = options_.numerics == model::Numerics::fp8act;
   const std::int64_t h = b.hidden;
   const std::int64_t blocks = h / gpu::kQuantBlock;
-  std::vector<gpu::fp8_e4m3> xq;
-  std::vector<float> scales;
-  if (fp8) {
-    xq.resize(static_cast<std::size_t>(b.tokens * h));
-    scales.resize(static_cast<std::size_t>(b.tokens * blocks));
-    model::quantize_activations(*options_.backend, b.x, b.tokens, h, h, xq.data(), scales.data());
-  }
-
-  std::vector<Row> todo;
-  todo.reserve(static_cast<std::size_t>(b.tokens * b.top_k));
-  for (std::int64_t s = 0; s < b.tokens * b.top_k; ++s) todo.push_back(Row{s / b.top_k, s, b.expert_ids[s], -1});
-
+  call.batches.clear();
   while (!todo.empty()) {
     // Route every row to a replica on a host not excluded, spread by token.
     std::map<std::string, std::map<int, std::vector<Row>>> by_host;
     for (Row& r : todo) {
       std::vector<int> live;
-      for (const int slot : placement->replicas(layer, r.expert)) {
-        const std::string& host = placement->hosts[static_cast<std::size_t>(placement->host_of_slot[static_cast<std::size_t>(slot)])];
-        if (excluded.count(host) == 0) live.push_back(slot);
+      for (const int slot : placement.replicas(layer, r.expert)) {
+        const std::string& host = placement.hosts[static_cast<std::size_t>(placement.host_of_slot[static_cast<std::size_t>(slot)])];
+        if (call.excluded.count(host) == 0) live.push_back(slot);
       }
       if (live.empty()) {
         throw std::runtime_error(fmt::format("layer {}: expert {} has no replica on a live expert host (lost: {})",
-                                             layer, r.expert, excluded.empty() ? "none" : join(excluded)));
+                                             layer, r.expert, call.excluded.empty() ? "none" : join(call.excluded)));
       }
       r.slot = live[static_cast<std::size_t>(r.token) % live.size()];
-      const std::string& host = placement->hosts[static_cast<std::size_t>(placement->host_of_slot[static_cast<std::size_t>(r.slot)])];
+      const std::string& host = placement.hosts[static_cast<std::size_t>(placement.host_of_slot[static_cast<std::size_t>(r.slot)])];
       by_host[host][r.slot].push_back(r);
     }
     todo.clear();
-
-    std::vector<std::uint64_t> batches;
     for (auto& [host, slots] : by_host) {
       const auto peer = peers_.find(host);
       std::vector<Row> rows;
       for (auto& [slot, rs] : slots) rows.insert(rows.end(), rs.begin(), rs.end());
-      if (!peer) {
-        excluded.insert(host);
+      if (!peer) {  // gone since the last look: route its rows again without it
+        call.excluded.insert(host);
         todo.insert(todo.end(), rows.begin(), rows.end());
         continue;
       }
@@ -150,10 +173,10 @@ void RemoteExpertExecutor::run(const model::ExpertBatch& b) {
         id = next_batch_++;
         pending_[id] = Pending{host, rows, false, {}, {}, schemas::OutputDtype::BF16};
       }
-      batches.push_back(id);
+      call.batches.push_back(id);
       d.setBatchId(id);
       d.setLayer(static_cast<std::uint16_t>(layer));
-      d.setEpoch(placement->epoch);
+      d.setEpoch(placement.epoch);
       d.setHidden(static_cast<std::uint32_t>(h));
       auto slot_ids = d.initSlots(static_cast<unsigned>(slots.size()));
       auto slot_rows = d.initSlotRows(static_cast<unsigned>(slots.size()));
@@ -170,8 +193,8 @@ void RemoteExpertExecutor::run(const model::ExpertBatch& b) {
         auto sc = d.initScales(static_cast<unsigned>(n * blocks * 4));
         for (std::int64_t r = 0; r < n; ++r) {
           const std::int64_t t = rows[static_cast<std::size_t>(r)].token;
-          std::memcpy(act.begin() + r * h, xq.data() + t * h, static_cast<std::size_t>(h));
-          std::memcpy(sc.begin() + r * blocks * 4, scales.data() + t * blocks, static_cast<std::size_t>(blocks * 4));
+          std::memcpy(act.begin() + r * h, call.xq.data() + t * h, static_cast<std::size_t>(h));
+          std::memcpy(sc.begin() + r * blocks * 4, call.scales.data() + t * blocks, static_cast<std::size_t>(blocks * 4));
         }
       } else {
         d.setDtype(schemas::ActivationDtype::FP32);
@@ -183,65 +206,82 @@ void RemoteExpertExecutor::run(const model::ExpertBatch& b) {
       }
       bridge_.send<schemas::ExpertDispatch>(*peer, message);
     }
-
-    // Wait for every answer of this round, then take the outputs and re-route what failed.
-    std::unique_lock lock(mutex_);
-    const bool all = answered_.wait_until(lock, deadline, [&] {
-      if (closed_) return true;
-      for (const std::uint64_t id : batches) {
-        if (!pending_.at(id).done) return false;
-      }
-      return true;
-    });
-    if (closed_) {
-      for (const std::uint64_t id : batches) pending_.erase(id);
-      throw std::runtime_error("the node is stopping");
-    }
-    if (!all) {
-      std::set<std::string> silent;
-      for (const std::uint64_t id : batches) {
-        if (!pending_.at(id).done) silent.insert(pending_.at(id).host);
-      }
-      for (const std::uint64_t id : batches) pending_.erase(id);
-      throw std::runtime_error(fmt::format("layer {}: expert host(s) {} did not answer within {} ms", layer,
-                                           join(silent), options_.timeout.count()));
-    }
-    for (const std::uint64_t id : batches) {
-      Pending& p = pending_.at(id);
-      if (!p.error.empty()) {
-        std::fprintf(stderr, "switchyard node %s: layer %d: %s; re-sending %zu rows to other replicas\n",
-                     options_.node_name.c_str(), layer, p.error.c_str(), p.rows.size());
-        excluded.insert(p.host);
-        todo.insert(todo.end(), p.rows.begin(), p.rows.end());
-        continue;
-      }
-      const bool bf16 = p.dtype == schemas::OutputDtype::BF16;
-      const std::size_t width = bf16 ? 2 : 4;
-      if (p.outputs.size() != p.rows.size() * static_cast<std::size_t>(h) * width) {
-        pending_.clear();
-        throw std::runtime_error(fmt::format("layer {}: expert host {} sent {} output bytes for {} rows of {}", layer,
-                                             p.host, p.outputs.size(), p.rows.size(), h));
-      }
-      for (std::size_t r = 0; r < p.rows.size(); ++r) {
-        float* out = b.expert_out + p.rows[r].out * h;
-        const std::byte* src = p.outputs.data() + r * static_cast<std::size_t>(h) * width;
-        if (bf16) {
-          for (std::int64_t d = 0; d < h; ++d) {
-            gpu::bf16 v;
-            std::memcpy(&v, src + d * 2, 2);
-            out[d] = gpu::bf16_to_float(v);
-          }
-        } else {
-          std::memcpy(out, src, static_cast<std::size_t>(h) * 4);
-        }
-      }
-    }
-    for (const std::uint64_t id : batches) pending_.erase(id);
-    if (!todo.empty() && Clock::now() >= deadline) {
-      throw std::runtime_error(fmt::format("layer {}: {} rows still unserved after {} ms", layer, todo.size(),
-                                           options_.timeout.count()));
-    }
   }
+}
+
+void RemoteExpertExecutor::finish(Ticket ticket) {
+  const auto it = calls_.find(ticket);
+  if (it == calls_.end()) throw std::logic_error(fmt::format("remote experts: no call {} in flight", ticket));
+  Call& call = it->second;
+  const model::ExpertBatch& b = call.batch;
+  const int layer = call.layer;
+  const std::int64_t h = b.hidden;
+  try {
+    for (;;) {
+      std::vector<Row> retry;
+      {
+        // Wait for every answer of this round, then take the outputs and re-route what failed.
+        std::unique_lock lock(mutex_);
+        const bool all = answered_.wait_until(lock, call.deadline, [&] {
+          if (closed_) return true;
+          for (const std::uint64_t id : call.batches) {
+            if (!pending_.at(id).done) return false;
+          }
+          return true;
+        });
+        if (closed_) throw std::runtime_error("the node is stopping");
+        if (!all) {
+          std::set<std::string> silent;
+          for (const std::uint64_t id : call.batches) {
+            if (!pending_.at(id).done) silent.insert(pending_.at(id).host);
+          }
+          throw std::runtime_error(fmt::format("layer {}: expert host(s) {} did not answer within {} ms", layer,
+                                               join(silent), options_.timeout.count()));
+        }
+        for (const std::uint64_t id : call.batches) {
+          Pending& p = pending_.at(id);
+          if (!p.error.empty()) {
+            std::fprintf(stderr, "switchyard node %s: layer %d: %s; re-sending %zu rows to other replicas\n",
+                         options_.node_name.c_str(), layer, p.error.c_str(), p.rows.size());
+            call.excluded.insert(p.host);
+            retry.insert(retry.end(), p.rows.begin(), p.rows.end());
+            continue;
+          }
+          const bool bf16 = p.dtype == schemas::OutputDtype::BF16;
+          const std::size_t width = bf16 ? 2 : 4;
+          if (p.outputs.size() != p.rows.size() * static_cast<std::size_t>(h) * width) {
+            throw std::runtime_error(fmt::format("layer {}: expert host {} sent {} output bytes for {} rows of {}",
+                                                 layer, p.host, p.outputs.size(), p.rows.size(), h));
+          }
+          for (std::size_t r = 0; r < p.rows.size(); ++r) {
+            float* out = b.expert_out + p.rows[r].out * h;
+            const std::byte* src = p.outputs.data() + r * static_cast<std::size_t>(h) * width;
+            if (bf16) {
+              for (std::int64_t d = 0; d < h; ++d) {
+                gpu::bf16 v;
+                std::memcpy(&v, src + d * 2, 2);
+                out[d] = gpu::bf16_to_float(v);
+              }
+            } else {
+              std::memcpy(out, src, static_cast<std::size_t>(h) * 4);
+            }
+          }
+        }
+        for (const std::uint64_t id : call.batches) pending_.erase(id);
+        call.batches.clear();
+      }
+      if (retry.empty()) break;
+      if (Clock::now() >= call.deadline) {
+        throw std::runtime_error(fmt::format("layer {}: {} rows still unserved after {} ms", layer, retry.size(),
+                                             options_.timeout.count()));
+      }
+      send_round(call, std::move(retry));
+    }
+  } catch (...) {
+    cancel(ticket);
+    throw;
+  }
+  calls_.erase(ticket);
 }
 
 }  // namespace sy::actors::dispatch

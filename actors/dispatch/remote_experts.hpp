@@ -51,6 +51,12 @@ class RemoteExpertExecutor final : public model::ExpertExecutor {
                        RemoteExpertOptions options);
 
   void run(const model::ExpertBatch& batch) override;
+  // start() routes, quantizes and sends one layer call's dispatches; finish() waits for the
+  // combines (re-sending a failed host's rows to other replicas) and writes expert_out. Several
+  // calls may be in flight (the engine's two micro-batches). Engine thread only.
+  Ticket start(const model::ExpertBatch& batch) override;
+  void finish(Ticket ticket) override;
+  void cancel(Ticket ticket) override;
 
   // An ExpertCombine from a host (routed by the role's actor).
   void on_combine(const received<schemas::ExpertCombine>& m);
@@ -78,9 +84,25 @@ class RemoteExpertExecutor final : public model::ExpertExecutor {
     schemas::OutputDtype dtype = schemas::OutputDtype::BF16;
   };
 
+  // One layer call between start() and finish() (engine thread only).
+  struct Call {
+    model::ExpertBatch batch;
+    int layer = 0;
+    std::chrono::steady_clock::time_point deadline;
+    std::shared_ptr<const balance::ExpertPlacement> placement;
+    std::set<std::string> excluded;  // hosts lost or failed for this call
+    std::vector<gpu::fp8_e4m3> xq;   // fp8act: the quantized rows [tokens, hidden]
+    std::vector<float> scales;       // and their scales [tokens, hidden / 128]
+    std::vector<std::uint64_t> batches;  // dispatches of the current round
+  };
+  // Routes `rows` to live replicas and sends one dispatch per host (a round).
+  void send_round(Call& call, std::vector<Row> rows);
+
   node::TransportBridge& bridge_;
   node::PeerDirectory& peers_;
   const RemoteExpertOptions options_;
+  std::map<Ticket, Call> calls_;  // engine thread only
+  Ticket next_ticket_ = 1;        // engine thread only
 
   mutable std::mutex mutex_;
   std::condition_variable answered_;

@@ -153,6 +153,8 @@ model::EngineOptions engine_options(const PrefillRoleOptions& o) {
   e.kv_pages = o.kv_pages;
   e.max_seqs = o.max_batch + o.max_waiting;
   e.mtp = o.mtp;
+  e.two_micro_batches = o.two_micro_batches;
+  e.max_seq_len = o.max_seq_len;
   return e;
 }
 

@@ -20,6 +20,7 @@
 #include "actors/cluster_api/generation_service.hpp"
 #include "actors/cluster_api/prompt.hpp"
 #include "actors/cluster_api/rpc_server.hpp"
+#include "actors/http_api/openai_server.hpp"
 #include "actors/messages.hpp"
 #include "actors/node/serving_wire.hpp"
 #include "model/config.hpp"
@@ -183,6 +184,7 @@ class RouterRole final : public node::NodeRole, public api::GenerationService {
 
   tr::TaskThread worker_;
   std::unique_ptr<api::RpcServer> rpc_;  // after worker_: stopped before it in stop()
+  std::unique_ptr<http_api::OpenAiServer> http_;
 };
 
 RouterRole::RouterRole(node::RoleContext& context, RouterRoleOptions options)
@@ -212,12 +214,23 @@ RouterRole::RouterRole(node::RoleContext& context, RouterRoleOptions options)
     rpc_ = std::make_unique<api::RpcServer>(*this, api::RpcServerOptions{options_.rpc_listen});
     log("cluster API listening on " + rpc_->address());
   }
+  if (!options_.http_listen.empty()) {
+    http_api::OpenAiServerOptions h;
+    h.listen = options_.http_listen;
+    h.model_id = options_.model_dir.filename().string();
+    if (h.model_id.empty()) h.model_id = options_.model_dir.parent_path().filename().string();
+    h.api_key = options_.api_key;
+    h.context_tokens = options_.max_seq_len > 0 ? options_.max_seq_len : config_.max_position_embeddings;
+    http_ = std::make_unique<http_api::OpenAiServer>(*this, model::Tokenizer::load(options_.model_dir), h);
+    log("HTTP API listening on " + http_->address());
+  }
 }
 
 void RouterRole::stop() {
   if (stopped_.exchange(true)) return;
   stopping_ = true;
   if (rpc_) rpc_->stop_accepting();
+  if (http_) http_->stop_accepting();
   peers_.unsubscribe(subscription_);
   worker_.post([this] {
     std::vector<api::RequestId> ids;
@@ -232,6 +245,7 @@ void RouterRole::stop() {
     while (rpc_->active_calls() > 0 && Clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(5));
     rpc_->stop();
   }
+  if (http_) http_->stop();
   caf::anon_send_exit(actor_, caf::exit_reason::user_shutdown);
   if (late_messages_ > 0) log(fmt::format("{} messages for requests that had ended were ignored", late_messages_));
 }
@@ -281,7 +295,7 @@ void RouterRole::start(api::RequestId id, api::GenerateInput input, std::shared_
   } catch (const std::invalid_argument& e) {
     return refuse(api::ErrorKind::bad_request, e.what());
   }
-  const std::int64_t context = config_.max_position_embeddings;
+  const std::int64_t context = options_.max_seq_len > 0 ? options_.max_seq_len : config_.max_position_embeddings;
   if (input.max_tokens < 1) {
     return refuse(api::ErrorKind::bad_request, fmt::format("max_tokens must be >= 1 (got {})", input.max_tokens));
   }

@@ -7,13 +7,15 @@
 // and text; RequestFailed becomes the sink's error (retryable or not, as the worker said). When a
 // worker is lost, every request it held fails at once with a retryable error, and new requests
 // go to the workers that are left. The role also serves the Cap'n Proto cluster API
-// (actors/cluster_api/rpc_server.hpp) at the config's api.rpc address.
+// (actors/cluster_api/rpc_server.hpp) at the config's api.rpc address and the OpenAI-compatible
+// HTTP API (actors/http_api/openai_server.hpp) at api.http.
 // Threading: submit/cancel/status from any thread (the RPC loop) and the wire kinds from a thin
 // CAF actor are all posted to the router's own thread, which alone touches the request table and
 // calls the sinks; status reads a snapshot under a mutex.
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -27,6 +29,9 @@ struct RouterRoleOptions {
   std::string backend_name;          // for status only: what the workers run
   std::string numerics = "fp8act";   // for status only
   std::string rpc_listen;            // "HOST:PORT" of the cluster API; empty: no RPC server
+  std::string http_listen;           // "HOST:PORT" of the OpenAI-compatible HTTP API; empty: none
+  std::string api_key;               // HTTP Bearer key; empty: none required
+  std::int64_t max_seq_len = 0;      // context per request the workers run; 0: the model's
   // A request that makes no progress (no token, no failure) for this long fails (unavailable):
   // the last guard against a worker that went silent without the transport noticing.
   std::chrono::milliseconds stall_timeout{60000};

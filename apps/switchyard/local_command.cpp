@@ -59,7 +59,10 @@ struct LocalArgs {
   int decode = 1;
   int expert_hosts = 0;       // generated config: expert host nodes (0: experts run in the workers)
   int redundant_experts = 0;  // generated config: [experts] redundant
+  bool no_overlap = false;    // generated config: [experts] overlap = false
+  std::int64_t max_seq_len = 0;  // generated config: [model] max_seq_len
   int rpc_port = 7433;     // generated config: the cluster API's port on 127.0.0.1 (0: any free one)
+  int http_port = 8000;    // generated config: the HTTP API's port on 127.0.0.1 (0: any free one)
   std::int64_t kv_pages = 0;   // generated config: [decode] kv_pages (0: the default)
   std::int64_t max_batch = 0;  // generated config: [decode] max_batch (0: the default)
   bool mtp = false;
@@ -112,6 +115,9 @@ cfg::ClusterConfig generate_config(const LocalArgs& a) {
   c.cluster.name = "local";
   c.model.path = a.model.empty() ? "" : std::filesystem::absolute(a.model).string();
   if (a.rpc_port < 0 || a.rpc_port > 65535) throw std::invalid_argument(fmt::format("--rpc-port {}: not a port", a.rpc_port));
+  if (a.http_port < 0 || a.http_port > 65535) {
+    throw std::invalid_argument(fmt::format("--http-port {}: not a port", a.http_port));
+  }
   if (a.kv_pages < 0 || a.max_batch < 0) throw std::invalid_argument("--kv-pages and --max-batch must be >= 1");
   if (a.kv_pages > 0) c.decode.kv_pages = static_cast<std::uint32_t>(a.kv_pages);
   if (a.max_batch > 0) c.decode.max_batch = static_cast<std::uint32_t>(a.max_batch);
@@ -124,9 +130,13 @@ cfg::ClusterConfig generate_config(const LocalArgs& a) {
     throw std::invalid_argument("--redundant-experts needs --expert-hosts (replicas live on expert hosts)");
   }
   c.experts.redundant = static_cast<std::uint32_t>(a.redundant_experts);
+  c.experts.overlap = !a.no_overlap;
+  if (a.max_seq_len < 0) throw std::invalid_argument("--max-seq-len must be >= 0");
+  c.model.max_seq_len = static_cast<std::uint32_t>(a.max_seq_len);
   const std::size_t n = 1 + static_cast<std::size_t>(a.prefill + a.decode + a.expert_hosts);
-  const auto ports = free_ports(2 * n + 1);
+  const auto ports = free_ports(2 * n + 2);
   c.api.rpc.port = a.rpc_port == 0 ? ports[2 * n] : static_cast<std::uint16_t>(a.rpc_port);
+  c.api.http.port = a.http_port == 0 ? ports[2 * n + 1] : static_cast<std::uint16_t>(a.http_port);
   auto add = [&](std::string name, cfg::Role role) {
     cfg::NodeConfig node;
     node.name = std::move(name);
@@ -445,6 +455,7 @@ class Supervisor {
     }
     say(fmt::format("  api: rpc {} (try: yardctl --address {} generate --prompt \"Hello\")", cluster_.api.rpc.to_string(),
                     cluster_.api.rpc.to_string()));
+    say(fmt::format("  api: http http://{}/v1 (OpenAI-compatible)", cluster_.api.http.to_string()));
     say("Ctrl-C or SIGTERM stops the cluster");
   }
 
@@ -569,7 +580,12 @@ void add_local_command(CLI::App& app, CommandTable& commands) {
   cmd->add_option("--redundant-experts", args->redundant_experts,
                   "Generated config: redundant expert replicas per MoE layer (EPLB slots)")
       ->capture_default_str();
+  cmd->add_option("--max-seq-len", args->max_seq_len, "Generated config: context per request (0: the model's)");
+  cmd->add_flag("--no-overlap", args->no_overlap,
+                "Generated config: no two-micro-batch overlap of expert communication with attention");
   cmd->add_option("--rpc-port", args->rpc_port, "Generated config: cluster API port on 127.0.0.1 (0: any free)")
+      ->capture_default_str();
+  cmd->add_option("--http-port", args->http_port, "Generated config: HTTP API port on 127.0.0.1 (0: any free)")
       ->capture_default_str();
   cmd->add_option("--kv-pages", args->kv_pages, "Generated config: KV pages per layer pool on each decode node");
   cmd->add_option("--max-batch", args->max_batch, "Generated config: running requests per decode node");

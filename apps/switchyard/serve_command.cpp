@@ -146,6 +146,8 @@ std::vector<std::unique_ptr<actors::node::NodeRole>> make_roles(actors::node::Ro
     o.mtp = cluster.decode.mtp;
     if (dump != nullptr) o.dump_logits_dir = dump;
     o.expert_placement = placement;
+    o.two_micro_batches = placement.has_value() && cluster.experts.overlap;
+    o.max_seq_len = cluster.model.max_seq_len;
     roles.push_back(actors::decode::make_decode_role(context, std::move(o)));
   }
   if (me.has_role(Role::prefill)) {
@@ -156,6 +158,8 @@ std::vector<std::unique_ptr<actors::node::NodeRole>> make_roles(actors::node::Ro
     o.mtp = cluster.decode.mtp;
     if (dump != nullptr) o.dump_logits_dir = dump;
     o.expert_placement = placement;
+    o.two_micro_batches = placement.has_value() && cluster.experts.overlap;
+    o.max_seq_len = cluster.model.max_seq_len;
     roles.push_back(actors::prefill::make_prefill_role(context, std::move(o)));
   }
   if (me.has_role(Role::router)) {
@@ -164,6 +168,9 @@ std::vector<std::unique_ptr<actors::node::NodeRole>> make_roles(actors::node::Ro
     o.backend_name = backend_name;
     o.numerics = cluster.model.numerics;
     o.rpc_listen = cluster.api.rpc.to_string();
+    o.http_listen = cluster.api.http.to_string();
+    o.max_seq_len = cluster.model.max_seq_len;
+    if (const char* key = std::getenv("SY_API_KEY")) o.api_key = key;
     roles.push_back(actors::router::make_router_role(context, std::move(o)));
   }
   return roles;

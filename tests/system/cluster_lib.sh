@@ -26,13 +26,28 @@ check_prompts() {
   done
 }
 
+# check_concurrent TAG: the 16 prompts all at once through $address (batched together); each
+# text equals the reference.
+check_concurrent() {
+  local tag=$1 pids=() i
+  for i in "${!prompts[@]}"; do
+    "$yardctl" --address "$address" generate --prompt "${prompts[$i]}" --max-tokens "$max_tokens" \
+      >"$work/$tag.c$((i + 1)).txt" 2>"$work/$tag.c$((i + 1)).err" &
+    pids+=($!)
+  done
+  for i in "${!pids[@]}"; do
+    wait "${pids[$i]}" || fail "$tag: concurrent prompt $((i + 1)): yardctl exited $?: $(cat "$work/$tag.c$((i + 1)).err")"
+    cmp -s "$work/$tag.c$((i + 1)).txt" "$work/ref/$((i + 1)).txt" || fail "$tag: concurrent prompt $((i + 1)) differs"
+  done
+}
+
 # start_cluster TAG NODES LOCAL_ARGS...: `switchyard local --model $model LOCAL_ARGS` with logit
 # dumps into $work/TAG.dumps; waits for "ready: NODES nodes"; sets sup and address.
 start_cluster() {
   local tag=$1 nodes=$2
   shift 2
   mkdir -p "$work/$tag.dumps"
-  SY_DUMP_LOGITS_DIR="$work/$tag.dumps" "$sy" local --model "$model" --rpc-port 0 --kv-pages 256 --stop-timeout 8 \
+  SY_DUMP_LOGITS_DIR="$work/$tag.dumps" "$sy" local --model "$model" --rpc-port 0 --http-port 0 --kv-pages 256 --stop-timeout 8 \
     "$@" >"$work/$tag.out" 2>"$work/$tag.err" &
   sup=$!
   started+=("$sup")

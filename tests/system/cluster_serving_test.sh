@@ -49,16 +49,7 @@ determinism() {
   check_prompts "$tag"
   echo "$tag: ${#prompts[@]} prompts token-identical, logits bitwise equal ($((SECONDS - t0)) s)"
   # All at once: the decode nodes batch them; the texts must not change.
-  local pids=()
-  for i in "${!prompts[@]}"; do
-    "$yardctl" --address "$address" generate --prompt "${prompts[$i]}" --max-tokens "$max_tokens" \
-      >"$work/$tag.c$((i + 1)).txt" 2>"$work/$tag.c$((i + 1)).err" &
-    pids+=($!)
-  done
-  for i in "${!pids[@]}"; do
-    wait "${pids[$i]}" || fail "$tag: concurrent prompt $((i + 1)): yardctl exited $?: $(cat "$work/$tag.c$((i + 1)).err")"
-    cmp -s "$work/$tag.c$((i + 1)).txt" "$work/ref/$((i + 1)).txt" || fail "$tag: concurrent prompt $((i + 1)) differs"
-  done
+  check_concurrent "$tag"
   grep -q "requests   completed $((2 * ${#prompts[@]}))," <("$yardctl" --address "$address" status) ||
     fail "$tag: status does not count $((2 * ${#prompts[@]})) completed requests: $("$yardctl" --address "$address" status)"
   echo "$tag: ${#prompts[@]} concurrent prompts identical ($((SECONDS - t0)) s)"

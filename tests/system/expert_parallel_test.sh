@@ -6,7 +6,8 @@
 #     give exactly the single-process `switchyard generate` text, and dumped logits are bitwise
 #     equal; load_stats' switchyard_expert_tokens_total sums, per MoE layer, to exactly
 #     tokens x top-k (tokens = prompt tokens + generated tokens - 1 per request: the last
-#     generated token is never fed back).
+#     generated token is never fed back). Then the 16 prompts at once (decode steps split into
+#     two micro-batches whose expert traffic overlaps the other half's attention): same texts.
 #  2. Failure (tcp), redundant 32 (every expert on two hosts): kill -9 of one expert host while
 #     requests generate: each completes (through the surviving replicas) with the single-process
 #     text or fails with a clear error within 5 s; new requests are then served correctly.
@@ -70,6 +71,9 @@ determinism() {
   wait_until 10 counts_match ||
     fail "$tag: load_stats per-layer tokens '$(expert_tokens_by_layer "$port")', expected '$expected' ($tokens tokens x top-$top_k)"
   echo "$tag: load_stats counts $expected (= $tokens tokens x top-$top_k per MoE layer)"
+  # All at once: decode steps over many sequences split into two micro-batches (overlap on).
+  check_concurrent "$tag"
+  echo "$tag: ${#prompts[@]} concurrent prompts identical with two-micro-batch overlap ($((SECONDS - t0)) s)"
   stop_cluster
 }
 

@@ -4,7 +4,8 @@
 # (1) every curl example of docs/api.md, each checked for the text its `<!-- expect: -->` names,
 # and (2) the official `openai` npm package (tests/system/openai_client.mjs): completions and
 # chat, plain and streamed, equal to `switchyard generate`'s text, and typed errors for bad
-# requests; then a 413, and a clean SIGTERM (exit 0).
+# requests; then a 413, and a clean SIGTERM (exit 0); (3) the same openai client against a live
+# local cluster (`switchyard local`: router with the HTTP API, prefill and decode processes).
 # Env: SY_BUILD_DIR (set by ctest), SY_SOURCE_DIR, SY_DATA_DIR (default ~/.cache/switchyard).
 # Exit 77 (skipped) without the tokenizer files, node, or the openai package when npm cannot
 # fetch it (it is installed as deploy/install-deps.sh does).
@@ -34,8 +35,10 @@ fi
 
 work=$(mktemp -d)
 server_pid=
+cluster_pid=
 cleanup() {
   if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then kill -KILL "$server_pid" 2>/dev/null || true; fi
+  if [ -n "$cluster_pid" ] && kill -0 "$cluster_pid" 2>/dev/null; then kill -TERM "$cluster_pid" 2>/dev/null || true; fi
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -123,4 +126,19 @@ wait "$server_pid" || rc=$?
 server_pid=
 [ "$rc" -eq 0 ] || fail "serve-api exited $rc on SIGTERM"
 grep -q "serve-api: stopped" "$work/server.err" || fail "no clean stop line"
+
+# (3) The cluster's router serves the same HTTP API (model id: the folder's name).
+"$sy" local --model "$model" --prefill 1 --decode 1 --rpc-port 0 --http-port 0 --backend "$backend" \
+  --kv-pages 64 --max-seq-len "$context" --stop-timeout 8 >"$work/cluster.out" 2>"$work/cluster.err" &
+cluster_pid=$!
+cluster_ready() { grep -q 'cluster "local" ready' "$work/cluster.out" || { alive "$cluster_pid" || fail "local exited"; false; }; }
+wait_until 60 cluster_ready || fail "the local cluster was not ready within 60 s"
+cluster_http=http://$(sed -n 's|^switchyard local:   api: http http://\([0-9.:]*\)/v1 .*|\1|p' "$work/cluster.out")
+node "$here/openai_client.mjs" "$node_dir/node_modules" "$cluster_http" "$(basename "$model")" "$SY_API_KEY" \
+  "$work/cases.json" >"$work/cluster_client.log" 2>&1 || { cat "$work/cluster_client.log"; fail "openai_client.mjs against the cluster failed"; }
+echo "against the local cluster:"
+cat "$work/cluster_client.log"
+kill -TERM "$cluster_pid"
+wait "$cluster_pid" || fail "switchyard local exited $? on SIGTERM"
+cluster_pid=
 echo "http_api_test: ok"

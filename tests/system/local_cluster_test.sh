@@ -55,7 +55,7 @@ pid_of() { sed -n "s/^switchyard local: started $2 pid \([0-9]*\) .*/\1/p" "$wor
 # tiny model.
 model=$(tiny_model)
 [ -n "$model" ] || { echo "local_cluster_test: SKIPPED: no tiny model and no tokenizer files to make one"; exit 77; }
-"$bin" local --model "$model" --prefill 1 --decode 2 --rpc-port 0 --kv-pages 64 --write-config "$work/cluster.toml" >/dev/null
+"$bin" local --model "$model" --prefill 1 --decode 2 --rpc-port 0 --http-port 0 --kv-pages 64 --write-config "$work/cluster.toml" >/dev/null
 [ "$(grep -c '^\[\[node\]\]' "$work/cluster.toml")" -eq 4 ] || fail "generated config has not 4 nodes"
 
 t0=$SECONDS

@@ -29,7 +29,7 @@ ready_seen() { grep -qs 'cluster "local" ready: 3 nodes' "$work/local.out"; }
 t0=$SECONDS
 model=$(tiny_model)
 [ -n "$model" ] || { echo "metrics_test: SKIPPED: no tiny model and no tokenizer files to make one"; exit 77; }
-"$bin" local --model "$model" --prefill 1 --decode 1 --rpc-port 0 --kv-pages 64 --write-config "$work/cluster.toml" \
+"$bin" local --model "$model" --prefill 1 --decode 1 --rpc-port 0 --http-port 0 --kv-pages 64 --write-config "$work/cluster.toml" \
   >"$work/write.out" || fail "write-config"
 "$bin" local --config "$work/cluster.toml" --stop-timeout 8 >"$work/local.out" 2>"$work/local.err" &
 sup=$!

@@ -36,7 +36,7 @@ t0=$SECONDS
 model=$(tiny_model)
 [ -n "$model" ] || { echo "serving_metrics_test: SKIPPED: no tiny model and no tokenizer files to make one"; exit 77; }
 kv_pages=64
-"$sy" local --model "$model" --prefill 1 --decode 1 --rpc-port 0 --kv-pages "$kv_pages" --mtp \
+"$sy" local --model "$model" --prefill 1 --decode 1 --rpc-port 0 --http-port 0 --kv-pages "$kv_pages" --mtp \
   --write-config "$work/cluster.toml" >"$work/write.out" || fail "write-config"
 "$sy" local --config "$work/cluster.toml" --stop-timeout 8 >"$work/local.out" 2>"$work/local.err" &
 sup=$!
