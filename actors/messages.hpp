@@ -135,13 +135,15 @@ CAF_BEGIN_TYPE_ID_BLOCK(sy_actors, caf::first_custom_type_id)
   CAF_ADD_TYPE_ID(sy_actors, (sy::actors::received<sy::schemas::ExpertDispatch>))
   CAF_ADD_TYPE_ID(sy_actors, (sy::actors::received<sy::schemas::ExpertCombine>))
   CAF_ADD_TYPE_ID(sy_actors, (sy::actors::received<sy::schemas::ExpertLoadReport>))
+  CAF_ADD_TYPE_ID(sy_actors, (sy::actors::received<sy::schemas::PlacementUpdate>))
+  CAF_ADD_TYPE_ID(sy_actors, (sy::actors::received<sy::schemas::PlacementAck>))
   CAF_ADD_ATOM(sy_actors, sy::actors, status_atom, "status")
   CAF_ADD_ATOM(sy_actors, sy::actors, tick_atom, "tick")
 CAF_END_TYPE_ID_BLOCK(sy_actors)
 
 namespace sy::actors {
-// Every wire kind has its received<> registered above (one row per MessageKind, 18 today).
-inline constexpr std::size_t received_type_ids = 18;
+// Every wire kind has its received<> registered above (one row per MessageKind, 20 today).
+inline constexpr std::size_t received_type_ids = 20;
 static_assert(received_type_ids == schemas::message_kind_count,
               "a new MessageKind needs its received<Schema> row in the sy_actors type-ID block");
 static_assert(caf::id_block::sy_actors::end - caf::id_block::sy_actors::begin == 4 + received_type_ids,

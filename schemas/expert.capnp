@@ -94,3 +94,38 @@ struct ExpertLoadReport {
   # [layers * experts] row-major: token rows run on logical expert e of layer l in the period
   # (every replica counted). Layers without routed experts hold zeros.
 }
+
+# What a placement message asks of its receiver (the migration protocol, DESIGN.md "Placement,
+# epochs, migration"; the controller sends, hosts and workers answer with PlacementAck).
+enum PlacementPhase {
+  stage @0;    # expert hosts: prepare the experts this placement gives you (read their weights in)
+               # while serving the current epoch; nothing changes for workers yet
+  commit @1;   # hosts: serve this epoch too (beside the current one); workers: route with it from
+               # your next layer call on
+  release @2;  # hosts: drop every epoch before this one (every worker switched)
+  abort @3;    # hosts: forget this staged epoch (the round failed; the current one stands)
+}
+
+# A placement and the protocol step to apply to it. Owner: controller (sender); expert hosts and
+# workers (receivers). Carriage: payload (phy2log is layers x slots).
+struct PlacementUpdate {
+  epoch @0 :UInt64;       # >= 1; a new placement has a higher epoch than every earlier one
+  phase @1 :PlacementPhase;
+  experts @2 :UInt32;     # logical routed experts per MoE layer, 1..limits::max_expert_slots
+  slots @3 :UInt32;       # physical slots per MoE layer, experts..limits::max_expert_slots
+  hosts @4 :List(Text);   # expert host names (NodeRef.name rules); a host's index is its id
+  hostOfSlot @5 :List(UInt16);  # [slots]: each < hosts length
+  layers @6 :UInt16;      # checkpoint layers the table covers, 1..limits::max_layers
+  phy2log @7 :List(Int32);
+  # [layers * slots] row-major: the logical expert of each slot, in [0, experts); a layer without
+  # routed experts has every entry -1.
+}
+
+# The answer to a PlacementUpdate. Owner: expert host or worker (sender); controller (receiver).
+# Carriage: header.
+struct PlacementAck {
+  epoch @0 :UInt64;
+  phase @1 :PlacementPhase;
+  ok @2 :Bool;
+  message @3 :Text;  # why not ok, for people; UTF-8, at most limits::max_message_bytes
+}

@@ -527,6 +527,41 @@ void validate(ExpertLoadReport::Reader m) {
   }
 }
 
+void validate(PlacementUpdate::Reader m) {
+  const Check c(MessageKind::placement_update);
+  c.in_range("epoch", m.getEpoch(), 1, UINT64_MAX);
+  c.known("phase", m.getPhase());
+  c.in_range("experts", m.getExperts(), 1, limits::max_expert_slots);
+  c.in_range("slots", m.getSlots(), m.getExperts(), limits::max_expert_slots);
+  const auto hosts = m.getHosts();
+  c.in_range("hosts length", hosts.size(), 1, limits::max_expert_slots);
+  for (unsigned i = 0; i < hosts.size(); ++i) c.node_name("hosts[" + std::to_string(i) + "]", hosts[i]);
+  const auto host_of_slot = m.getHostOfSlot();
+  if (host_of_slot.size() != m.getSlots()) {
+    c.fail("hostOfSlot", std::to_string(host_of_slot.size()) + " entries for " + std::to_string(m.getSlots()) + " slots");
+  }
+  for (unsigned i = 0; i < host_of_slot.size(); ++i) {
+    if (host_of_slot[i] >= hosts.size()) c.fail("hostOfSlot[" + std::to_string(i) + "]", "names no host");
+  }
+  c.in_range("layers", m.getLayers(), 1, limits::max_layers);
+  const auto phy2log = m.getPhy2log();
+  if (phy2log.size() != std::uint64_t{m.getLayers()} * m.getSlots()) {
+    c.fail("phy2log", std::to_string(phy2log.size()) + " entries, layers x slots expected");
+  }
+  for (unsigned i = 0; i < phy2log.size(); ++i) {
+    if (phy2log[i] < -1 || phy2log[i] >= static_cast<std::int64_t>(m.getExperts())) {
+      c.fail("phy2log[" + std::to_string(i) + "]", std::to_string(phy2log[i]) + " is not an expert (or -1)");
+    }
+  }
+}
+
+void validate(PlacementAck::Reader m) {
+  const Check c(MessageKind::placement_ack);
+  c.in_range("epoch", m.getEpoch(), 1, UINT64_MAX);
+  c.known("phase", m.getPhase());
+  c.text("message", m.getMessage(), limits::max_message_bytes);
+}
+
 // ---- Encoding.
 
 Frame encode_unchecked(MessageKind kind, capnp::MessageBuilder& message) {

@@ -74,6 +74,8 @@ enum class MessageKind : std::uint16_t {
   expert_dispatch = 16,
   expert_combine = 17,
   expert_load_report = 18,
+  placement_update = 19,
+  placement_ack = 20,
   end_,  // one past the last kind; not a kind. Adding a kind breaks the build until every table
          // below (kind_table, the schema bindings, the switches in wire.cpp) knows it.
 };
@@ -140,6 +142,10 @@ inline constexpr KindInfo kind_table[] = {
      std::size_t{limits::max_dispatch_rows} * limits::max_hidden_size * 4 + 4096},
     {MessageKind::expert_load_report, "ExpertLoadReport", Carriage::payload,
      std::size_t{8} * limits::max_layers * limits::max_expert_slots + 4096},
+    {MessageKind::placement_update, "PlacementUpdate", Carriage::payload,
+     std::size_t{4} * limits::max_layers * limits::max_expert_slots + std::size_t{4} * limits::max_expert_slots +
+         std::size_t{80} * limits::max_expert_slots + 4096},
+    {MessageKind::placement_ack, "PlacementAck", Carriage::header, limits::max_header_bytes},
 };
 static_assert(std::size(kind_table) == message_kind_count, "kind_table must list every MessageKind");
 
@@ -205,6 +211,8 @@ SY_WIRE_BIND(KvRelease, kv_release);
 SY_WIRE_BIND(ExpertDispatch, expert_dispatch);
 SY_WIRE_BIND(ExpertCombine, expert_combine);
 SY_WIRE_BIND(ExpertLoadReport, expert_load_report);
+SY_WIRE_BIND(PlacementUpdate, placement_update);
+SY_WIRE_BIND(PlacementAck, placement_ack);
 #undef SY_WIRE_BIND
 
 template <class Schema>
@@ -243,6 +251,8 @@ decltype(auto) visit_kind(MessageKind kind, F&& f) {
     case MessageKind::expert_dispatch: return f(std::type_identity<ExpertDispatch>{});
     case MessageKind::expert_combine: return f(std::type_identity<ExpertCombine>{});
     case MessageKind::expert_load_report: return f(std::type_identity<ExpertLoadReport>{});
+    case MessageKind::placement_update: return f(std::type_identity<PlacementUpdate>{});
+    case MessageKind::placement_ack: return f(std::type_identity<PlacementAck>{});
     case MessageKind::end_: break;
   }
   throw WireError(kind, "not a message kind of this build");
@@ -269,6 +279,8 @@ void validate(KvRelease::Reader m);
 void validate(ExpertDispatch::Reader m);
 void validate(ExpertCombine::Reader m);
 void validate(ExpertLoadReport::Reader m);
+void validate(PlacementUpdate::Reader m);
+void validate(PlacementAck::Reader m);
 
 // Bytes per value of a cache dtype (fp32 4, bf16 2). REQUIRES: a known enumerant.
 std::uint32_t kv_dtype_bytes(KvDtype dtype);

@@ -213,6 +213,27 @@ std::vector<Sample> wire_samples() {
     auto tokens = m.initTokens(8);
     for (unsigned i = 0; i < tokens.size(); ++i) tokens.set(i, 10 * i);
   }));
+  out.push_back(make<PlacementUpdate>("placement_update", [](PlacementUpdate::Builder m) {
+    m.setEpoch(2);
+    m.setPhase(PlacementPhase::COMMIT);
+    m.setExperts(4);
+    m.setSlots(6);
+    auto hosts = m.initHosts(2);
+    hosts.set(0, "expert-0");
+    hosts.set(1, "expert-1");
+    auto hos = m.initHostOfSlot(6);
+    for (unsigned i = 0; i < 6; ++i) hos.set(i, static_cast<std::uint16_t>(i / 3));
+    m.setLayers(2);
+    auto p = m.initPhy2log(12);
+    for (unsigned i = 0; i < 6; ++i) p.set(i, -1);
+    const std::int32_t row[] = {0, 1, 3, 2, 0, 3};
+    for (unsigned i = 0; i < 6; ++i) p.set(6 + i, row[i]);
+  }));
+  out.push_back(make<PlacementAck>("placement_ack", [](PlacementAck::Builder m) {
+    m.setEpoch(2);
+    m.setPhase(PlacementPhase::COMMIT);
+    m.setOk(true);
+  }));
   return out;
 }
 

@@ -31,8 +31,12 @@ if [ "${SY_SANITIZERS:-1}" != "0" ]; then
   cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DSY_SANITIZE=address,undefined \
     -DSY_WITH_CUDA=OFF -DSY_BUILD_BENCH=OFF >/dev/null
   cmake --build build-asan -j "$jobs"
+  # The compute-bound model tests (minutes each under ASan, through the same kernels and buffers
+  # the faster unit tests cover) run in the plain pass only, keeping CI well under 30 minutes.
+  asan_skip='^(Handoff\.PrefillCopyDecodeMatchesGenerate|TinyModel\.SameSeedGivesByteIdentical.*|Batcher\.StaggeredArrivals.*'
+  asan_skip+='|Batcher\.MtpOnAndOff.*|Inspect\.ReportsTheFull671BLayout|generate_command_test|tokenizer_reference_test)$'
   ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
-    ctest --test-dir build-asan --output-on-failure -j "$jobs" -L unit
+    ctest --test-dir build-asan --output-on-failure -j "$jobs" -L unit -E "$asan_skip"
 fi
 
 fuzz_seconds=${SY_FUZZ_SECONDS:-45}

@@ -84,6 +84,22 @@ class TableReader {
     return node->as_boolean()->get();
   }
 
+  // A number (integer or float) in [lo, hi].
+  std::optional<double> number(std::string_view key, double lo, double hi) {
+    const toml::node* node = take(key);
+    if (node == nullptr) return std::nullopt;
+    double v = 0;
+    if (node->is_integer()) {
+      v = static_cast<double>(node->as_integer()->get());
+    } else if (node->is_floating_point()) {
+      v = node->as_floating_point()->get();
+    } else {
+      fail(node->source(), key, fmt::format("expected a number, got {}", type_name(*node)));
+    }
+    if (!(v >= lo && v <= hi)) fail(node->source(), key, fmt::format("{} is out of range [{}, {}]", v, lo, hi));
+    return v;
+  }
+
   std::optional<Endpoint> endpoint(std::string_view key) {
     const toml::node* node = take(key);
     if (node == nullptr) return std::nullopt;
@@ -201,6 +217,15 @@ void parse_decode(const std::string& source, const toml::table& t, DecodeConfig&
   if (auto v = r.integer("kv_pages", 1, std::int64_t{1} << 30)) out.kv_pages = static_cast<std::uint32_t>(*v);
   if (auto v = r.integer("max_batch", 1, 4096)) out.max_batch = static_cast<std::uint32_t>(*v);
   if (auto v = r.boolean("mtp")) out.mtp = *v;
+  r.finish();
+}
+
+void parse_balance(const std::string& source, const toml::table& t, BalanceConfig& out) {
+  TableReader r(source, t, "balance");
+  if (auto v = r.integer("interval_s", 1, 86400)) out.interval_s = static_cast<std::uint32_t>(*v);
+  if (auto v = r.number("threshold", 0.0, 1.0)) out.threshold = *v;
+  if (auto v = r.integer("step_timeout_ms", 100, 600000)) out.step_timeout_ms = static_cast<std::uint32_t>(*v);
+  if (auto v = r.integer("stage_delay_ms", 0, 600000)) out.stage_delay_ms = static_cast<std::uint32_t>(*v);
   r.finish();
 }
 
@@ -378,6 +403,7 @@ ClusterConfig parse_cluster_config(std::string_view toml_text, std::string sourc
   if (const toml::table* t = sub_table(r, "api")) parse_api(c.source, *t, c.api);
   if (const toml::table* t = sub_table(r, "decode")) parse_decode(c.source, *t, c.decode);
   if (const toml::table* t = sub_table(r, "experts")) parse_experts(c.source, *t, c.experts);
+  if (const toml::table* t = sub_table(r, "balance")) parse_balance(c.source, *t, c.balance);
   if (const toml::node* nodes = r.take("node")) {
     if (!nodes->is_array_of_tables()) {
       r.fail(nodes->source(), "node", "expected [[node]] entries (an array of tables)");
@@ -415,6 +441,8 @@ std::string to_toml(const ClusterConfig& c) {
   out += fmt::format("[decode]\nkv_pages = {}\nmax_batch = {}\nmtp = {}\n\n", c.decode.kv_pages, c.decode.max_batch,
                      c.decode.mtp);
   out += fmt::format("[experts]\nredundant = {}\noverlap = {}\n", c.experts.redundant, c.experts.overlap);
+  out += fmt::format("\n[balance]\ninterval_s = {}\nthreshold = {}\nstep_timeout_ms = {}\nstage_delay_ms = {}\n",
+                     c.balance.interval_s, c.balance.threshold, c.balance.step_timeout_ms, c.balance.stage_delay_ms);
   for (const NodeConfig& n : c.nodes) {
     std::string roles;
     for (Role role : n.roles) roles += fmt::format("{}\"{}\"", roles.empty() ? "" : ", ", role_name(role));

@@ -13,6 +13,7 @@
 //   [api]      rpc ["127.0.0.1:7433"], http ["127.0.0.1:8000"]
 //   [decode]   kv_pages [4096], max_batch [64], mtp [false]
 //   [experts]  redundant [0], overlap [true]
+//   [balance]  interval_s [600], threshold [0.01], step_timeout_ms [10000], stage_delay_ms [0]
 //   [[node]]   name, host ["127.0.0.1"], transport_port, metrics_port, roles = ["router", ...]
 #pragma once
 
@@ -85,6 +86,15 @@ struct ExpertsConfig {
   bool overlap = true;          // two-micro-batch overlap in the workers when expert hosts run the experts
 };
 
+// The rebalancing controller (a node with role "controller"; DESIGN "Placement, epochs,
+// migration"): how often it runs a round, when a round is worth it, how long a step may take.
+struct BalanceConfig {
+  std::uint32_t interval_s = 600;      // seconds between automatic rounds (1..86400)
+  double threshold = 0.01;             // minimal predicted gain in mean balancedness to migrate (0..1)
+  std::uint32_t step_timeout_ms = 10000;  // each protocol step's acks (100..600000)
+  std::uint32_t stage_delay_ms = 0;    // test seam: expert hosts hold stage acks back this long
+};
+
 struct ClusterConfig {
   std::string source = "<string>";  // the file it came from, for messages
   ClusterSettings cluster;
@@ -92,6 +102,7 @@ struct ClusterConfig {
   ApiConfig api;
   DecodeConfig decode;
   ExpertsConfig experts;
+  BalanceConfig balance;
   std::vector<NodeConfig> nodes;  // file order
 
   const NodeConfig* find_node(std::string_view name) const;

@@ -4,12 +4,14 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <map>
 #include <atomic>
 #include <cstdio>
 #include <cstring>
 #include <stdexcept>
 #include <vector>
 
+#include "actors/dispatch/placement_wire.hpp"
 #include "actors/messages.hpp"
 #include "gpu/dtypes.hpp"
 #include "gpu/quant.hpp"
@@ -39,10 +41,16 @@ class ExpertHostRole final : public node::NodeRole {
   void post(std::function<void()> task) { worker_.post(std::move(task)); }
 
   void on_dispatch(const received<schemas::ExpertDispatch>& m);  // worker thread
+  void on_placement(const received<schemas::PlacementUpdate>& m);  // worker thread
 
  private:
   void report();
   void send_report();
+  void ack(tr::PeerId to, std::uint64_t epoch, schemas::PlacementPhase phase, bool ok, const std::string& why);
+  // Touches the weights of every expert `next` gives this host that `now` does not, so they are
+  // resident before the switch. Returns how many experts it read in.
+  int stage_weights(const balance::ExpertPlacement& now, const balance::ExpertPlacement& next) const;
+  std::string served_epochs() const;
   void answer_error(tr::PeerId to, schemas::ExpertDispatch::Reader d, const std::string& why);
   void log(const std::string& line) const {
     std::fprintf(stderr, "switchyard node %s: expert_host: %s\n", me_.name.c_str(), line.c_str());
@@ -59,6 +67,10 @@ class ExpertHostRole final : public node::NodeRole {
   caf::actor actor_;
   std::atomic<bool> stopped_{false};
 
+  // Worker thread only: the placements it serves, by epoch (one, or two during a migration), and
+  // the one staged for the next commit.
+  std::map<std::uint64_t, balance::ExpertPlacement> epochs_;
+  std::map<std::uint64_t, balance::ExpertPlacement> staged_;
   // Worker thread only: token rows per (layer, logical expert) since the last report.
   std::vector<std::uint64_t> counts_;
   std::uint64_t period_start_ms_ = now_ms();
@@ -90,12 +102,19 @@ ExpertHostRole::ExpertHostRole(node::RoleContext& context, ExpertHostOptions opt
   counts_.assign(weights_.layers.size() * static_cast<std::size_t>(config_.n_routed_experts), 0);
   ExpertHostRole* role = this;
   actor_ = context.system.spawn([role](caf::event_based_actor*) -> caf::behavior {
-    return {[role](const received<schemas::ExpertDispatch>& m) { role->post([role, m] { role->on_dispatch(m); }); }};
+    return {
+        [role](const received<schemas::ExpertDispatch>& m) { role->post([role, m] { role->on_dispatch(m); }); },
+        [role](const received<schemas::PlacementUpdate>& m) { role->post([role, m] { role->on_placement(m); }); },
+    };
   });
   bridge_.route(schemas::MessageKind::expert_dispatch, actor_);
+  bridge_.route(schemas::MessageKind::placement_update, actor_);
+  epochs_.emplace(options_.placement.epoch, options_.placement);
   worker_.post_after(options_.report_interval, [role] { role->report(); });
   int held = 0;
-  for (int s = 0; s < options_.placement.slots; ++s) held += options_.placement.host_of_slot[static_cast<std::size_t>(s)] == host_index_;
+  for (int slot = 0; slot < options_.placement.slots; ++slot) {
+    held += options_.placement.host_of_slot[static_cast<std::size_t>(slot)] == host_index_;
+  }
   log(fmt::format("{} of {} slots per MoE layer (placement epoch {})", held, options_.placement.slots,
                   options_.placement.epoch));
 }
@@ -119,9 +138,13 @@ void ExpertHostRole::answer_error(tr::PeerId to, schemas::ExpertDispatch::Reader
 
 void ExpertHostRole::on_dispatch(const received<schemas::ExpertDispatch>& m) {
   const auto d = m.reader();
-  const balance::ExpertPlacement& p = options_.placement;
+  const auto served = epochs_.find(d.getEpoch());
+  if (served == epochs_.end()) {
+    return answer_error(m.from, d, fmt::format("placement epoch {} is not served here (serving {})", d.getEpoch(),
+                                               served_epochs()));
+  }
+  const balance::ExpertPlacement& p = served->second;
   const int layer = d.getLayer();
-  if (d.getEpoch() != p.epoch) return answer_error(m.from, d, fmt::format("placement epoch {} is not mine ({})", d.getEpoch(), p.epoch));
   if (!p.is_moe_layer(layer) || static_cast<std::size_t>(layer) >= weights_.layers.size() ||
       !weights_.layers[static_cast<std::size_t>(layer)].moe) {
     return answer_error(m.from, d, fmt::format("layer {} has no routed experts", layer));
@@ -191,6 +214,94 @@ void ExpertHostRole::on_dispatch(const received<schemas::ExpertDispatch>& m) {
     row += n;
   }
   bridge_.send<schemas::ExpertCombine>(m.from, message);
+}
+
+std::string ExpertHostRole::served_epochs() const {
+  std::string out;
+  for (const auto& [epoch, p] : epochs_) out += (out.empty() ? "" : ", ") + std::to_string(epoch);
+  return out;
+}
+
+void ExpertHostRole::ack(tr::PeerId to, std::uint64_t epoch, schemas::PlacementPhase phase, bool ok,
+                         const std::string& why) {
+  capnp::MallocMessageBuilder message;
+  auto a = message.initRoot<schemas::PlacementAck>();
+  a.setEpoch(epoch);
+  a.setPhase(phase);
+  a.setOk(ok);
+  a.setMessage(fmt::format("expert host {}: {}", me_.name, why).substr(0, schemas::limits::max_message_bytes));
+  bridge_.send<schemas::PlacementAck>(to, message);
+}
+
+int ExpertHostRole::stage_weights(const balance::ExpertPlacement& now, const balance::ExpertPlacement& next) const {
+  int staged = 0;
+  volatile std::uint8_t sink = 0;
+  for (std::size_t l = 0; l < next.phy2log.size() && l < weights_.layers.size(); ++l) {
+    if (next.phy2log[l].empty() || !weights_.layers[l].moe) continue;
+    const auto& experts = weights_.layers[l].moe->experts;
+    for (int s = 0; s < next.slots; ++s) {
+      if (next.host_of_slot[static_cast<std::size_t>(s)] != host_index_) continue;
+      const int e = next.phy2log[l][static_cast<std::size_t>(s)];
+      // Already served here (in any of this host's slots): its weights are resident.
+      bool had = false;
+      if (l < now.phy2log.size() && !now.phy2log[l].empty()) {
+        for (int t = 0; t < now.slots && !had; ++t) {
+          had = now.host_of_slot[static_cast<std::size_t>(t)] == host_index_ &&
+                now.phy2log[l][static_cast<std::size_t>(t)] == e;
+        }
+      }
+      if (had) continue;
+      for (const model::LinearWeight* w : {&experts[static_cast<std::size_t>(e)].gate_proj,
+                                           &experts[static_cast<std::size_t>(e)].up_proj,
+                                           &experts[static_cast<std::size_t>(e)].down_proj}) {
+        const auto* bytes = static_cast<const std::uint8_t*>(w->data);
+        const std::size_t n = static_cast<std::size_t>(w->out * w->in) * (w->dtype == model::DType::BF16 ? 2 : 1);
+        for (std::size_t i = 0; i < n; i += 4096) sink = static_cast<std::uint8_t>(sink + bytes[i]);
+      }
+      ++staged;
+    }
+  }
+  return staged;
+}
+
+void ExpertHostRole::on_placement(const received<schemas::PlacementUpdate>& m) {
+  const auto u = m.reader();
+  const std::uint64_t epoch = u.getEpoch();
+  const schemas::PlacementPhase phase = u.getPhase();
+  balance::ExpertPlacement next = dispatch::placement_of(u);
+  if (next.hosts != options_.placement.hosts || next.experts != options_.placement.experts) {
+    return ack(m.from, epoch, phase, false, "the placement names other hosts or another expert count");
+  }
+  switch (phase) {
+    case schemas::PlacementPhase::STAGE: {
+      const int staged = stage_weights(epochs_.rbegin()->second, next);
+      staged_[epoch] = std::move(next);
+      log(fmt::format("staged epoch {}: {} expert(s) read in", epoch, staged));
+      const tr::PeerId to = m.from;
+      if (options_.stage_delay.count() > 0) {
+        worker_.post_after(options_.stage_delay, [this, to, epoch] {
+          if (staged_.count(epoch) != 0) ack(to, epoch, schemas::PlacementPhase::STAGE, true, "staged");
+        });
+      } else {
+        ack(to, epoch, phase, true, "staged");
+      }
+      return;
+    }
+    case schemas::PlacementPhase::COMMIT:
+      staged_.erase(epoch);
+      epochs_[epoch] = std::move(next);
+      log(fmt::format("serving epoch {} (epochs {})", epoch, served_epochs()));
+      return ack(m.from, epoch, phase, true, "committed");
+    case schemas::PlacementPhase::RELEASE:
+      for (auto it = epochs_.begin(); it != epochs_.end() && it->first < epoch;) it = epochs_.erase(it);
+      if (epochs_.count(epoch) == 0) epochs_[epoch] = std::move(next);
+      return ack(m.from, epoch, phase, true, "released older epochs");
+    case schemas::PlacementPhase::ABORT:
+      staged_.erase(epoch);
+      log(fmt::format("aborted epoch {}", epoch));
+      return ack(m.from, epoch, phase, true, "aborted");
+  }
+  ack(m.from, epoch, phase, false, "unknown phase");
 }
 
 void ExpertHostRole::send_report() {

@@ -6,6 +6,11 @@
 // (BF16 under fp8act) and answers with one ExpertCombine in the dispatch's row order. It counts
 // token rows per (layer, logical expert) and sends them to every load_stats node once per report
 // interval (ExpertLoadReport).
+// Migration (PlacementUpdate from the controller): stage reads in the weights of experts a new
+// placement gives it (the checkpoint is mapped: staging touches their pages, so the switch finds
+// them resident) and acks; commit makes it serve the new epoch beside the old one; release drops
+// the old; abort forgets a staged epoch. Dispatches name their epoch, and any epoch it serves is
+// answered, so workers may switch at their own pace.
 // Weights: the checkpoint is mapped, not read; only the tensors of the experts this host runs are
 // ever touched, so only they become resident (the rest of a 671B checkpoint stays on disk).
 // Threading: a thin CAF actor posts dispatches to the role's worker thread, which alone runs the
@@ -29,6 +34,9 @@ struct ExpertHostOptions {
   model::Numerics numerics = model::Numerics::fp8act;
   balance::ExpertPlacement placement;     // must name this node among its hosts
   std::chrono::milliseconds report_interval{1000};
+  // Test seam: hold every stage ack back this long (a migration in progress that a test can
+  // interrupt). Zero in production.
+  std::chrono::milliseconds stage_delay{0};
 };
 
 std::unique_ptr<node::NodeRole> make_expert_host_role(node::RoleContext& context, ExpertHostOptions options);

@@ -14,6 +14,7 @@
 #include <utility>
 #include <vector>
 
+#include "actors/dispatch/placement_wire.hpp"
 #include "actors/dispatch/remote_experts.hpp"
 #include "actors/messages.hpp"
 #include "actors/node/serving_wire.hpp"
@@ -89,6 +90,17 @@ class PrefillRole final : public node::NodeRole {
   }
   void experts_peer_change(const node::PeerChange& change) {
     if (experts_) experts_->on_peer_change(change);
+  }
+  // A migration step from the controller: a commit switches the experts' placement.
+  void on_placement(const received<schemas::PlacementUpdate>& m) {
+    const auto u = m.reader();
+    if (u.getPhase() == schemas::PlacementPhase::COMMIT) experts_->install(dispatch::placement_of(u));
+    capnp::MallocMessageBuilder message;
+    auto a = message.initRoot<schemas::PlacementAck>();
+    a.setEpoch(u.getEpoch());
+    a.setPhase(u.getPhase());
+    a.setOk(true);
+    bridge_.send<schemas::PlacementAck>(m.from, message);
   }
 
  private:
@@ -192,13 +204,18 @@ PrefillRole::PrefillRole(node::RoleContext& context, PrefillRoleOptions options)
         [role](const received<schemas::CancelRequest>& m) { role->post([role, m] { role->on_cancel(m); }); },
         // Not posted: the worker thread is blocked inside the engine step waiting for it.
         [role](const received<schemas::ExpertCombine>& m) { role->on_combine(m); },
+        // Not posted either: a new placement applies from the next layer call on.
+        [role](const received<schemas::PlacementUpdate>& m) { role->on_placement(m); },
     };
   });
   for (MessageKind kind :
        {MessageKind::prefill_job, MessageKind::kv_reservation, MessageKind::kv_release, MessageKind::cancel_request}) {
     bridge_.route(kind, actor_);
   }
-  if (experts_) bridge_.route(MessageKind::expert_combine, actor_);
+  if (experts_) {
+    bridge_.route(MessageKind::expert_combine, actor_);
+    bridge_.route(MessageKind::placement_update, actor_);
+  }
   subscription_ = peers_.subscribe(
       [role](const node::PeerChange& change) {
         role->experts_peer_change(change);  // at once: a layer call may be waiting on that host

@@ -60,6 +60,7 @@ struct LocalArgs {
   int expert_hosts = 0;       // generated config: expert host nodes (0: experts run in the workers)
   int redundant_experts = 0;  // generated config: [experts] redundant
   bool no_overlap = false;    // generated config: [experts] overlap = false
+  int rebalance_interval = 0;  // generated config: a controller on the router node, [balance] interval_s
   std::int64_t max_seq_len = 0;  // generated config: [model] max_seq_len
   int rpc_port = 7433;     // generated config: the cluster API's port on 127.0.0.1 (0: any free one)
   int http_port = 8000;    // generated config: the HTTP API's port on 127.0.0.1 (0: any free one)
@@ -148,6 +149,11 @@ cfg::ClusterConfig generate_config(const LocalArgs& a) {
   add("router", cfg::Role::router);
   // The expert hosts report token counts to load_stats, which sits with the router.
   if (a.expert_hosts > 0) c.nodes.back().roles.push_back(cfg::Role::load_stats);
+  if (a.rebalance_interval > 0) {
+    if (a.expert_hosts == 0) throw std::invalid_argument("--rebalance-interval needs --expert-hosts");
+    c.nodes.back().roles.push_back(cfg::Role::controller);
+    c.balance.interval_s = static_cast<std::uint32_t>(a.rebalance_interval);
+  }
   for (int i = 0; i < a.prefill; ++i) add(fmt::format("prefill{}", i), cfg::Role::prefill);
   for (int i = 0; i < a.decode; ++i) add(fmt::format("decode{}", i), cfg::Role::decode);
   for (int i = 0; i < a.expert_hosts; ++i) add(fmt::format("expert{}", i), cfg::Role::expert_host);
@@ -581,6 +587,8 @@ void add_local_command(CLI::App& app, CommandTable& commands) {
                   "Generated config: redundant expert replicas per MoE layer (EPLB slots)")
       ->capture_default_str();
   cmd->add_option("--max-seq-len", args->max_seq_len, "Generated config: context per request (0: the model's)");
+  cmd->add_option("--rebalance-interval", args->rebalance_interval,
+                  "Generated config: run the rebalancing controller (on the router node) every S seconds");
   cmd->add_flag("--no-overlap", args->no_overlap,
                 "Generated config: no two-micro-batch overlap of expert communication with attention");
   cmd->add_option("--rpc-port", args->rpc_port, "Generated config: cluster API port on 127.0.0.1 (0: any free)")

@@ -28,6 +28,7 @@
 #include <thread>
 
 #include "actors/config/cluster_config.hpp"
+#include "actors/controller/controller_role.hpp"
 #include "actors/decode/decode_role.hpp"
 #include "actors/expert_host/expert_host_role.hpp"
 #include "actors/load_stats/load_stats_role.hpp"
@@ -125,8 +126,29 @@ std::vector<std::unique_ptr<actors::node::NodeRole>> make_roles(actors::node::Ro
     }
   }
   std::vector<std::unique_ptr<actors::node::NodeRole>> roles;
+  actors::load_stats::LoadStatsRole* stats = nullptr;
   if (me.has_role(Role::load_stats)) {
-    roles.push_back(actors::load_stats::make_load_stats_role(context, actors::load_stats::LoadStatsOptions{}));
+    auto role = actors::load_stats::make_load_stats_role(context, actors::load_stats::LoadStatsOptions{});
+    stats = role.get();
+    roles.push_back(std::move(role));
+  }
+  if (me.has_role(Role::controller)) {
+    if (!placement) {
+      throw actors::config::ConfigError(
+          fmt::format("{}: node {} hosts the controller, but no node hosts expert_host", cluster.source, me.name));
+    }
+    if (stats == nullptr) {
+      throw actors::config::ConfigError(fmt::format(
+          "{}: node {} hosts the controller without load_stats (they must share a node)", cluster.source, me.name));
+    }
+    actors::controller::ControllerOptions o;
+    o.model_dir = cluster.model.path;
+    o.initial = *placement;
+    o.stats = stats;
+    o.interval = std::chrono::seconds(cluster.balance.interval_s);
+    o.threshold = cluster.balance.threshold;
+    o.step_timeout = std::chrono::milliseconds(cluster.balance.step_timeout_ms);
+    roles.push_back(actors::controller::make_controller_role(context, std::move(o)));
   }
   if (me.has_role(Role::expert_host)) {
     actors::expert_host::ExpertHostOptions o;
@@ -134,6 +156,7 @@ std::vector<std::unique_ptr<actors::node::NodeRole>> make_roles(actors::node::Ro
     o.backend = &backend;
     o.numerics = numerics;
     o.placement = *placement;
+    o.stage_delay = std::chrono::milliseconds(cluster.balance.stage_delay_ms);
     roles.push_back(actors::expert_host::make_expert_host_role(context, std::move(o)));
   }
   if (me.has_role(Role::decode)) {

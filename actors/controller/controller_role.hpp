@@ -1,0 +1,59 @@
+// The controller role (DESIGN.md "Placement, epochs, migration"): live expert rebalancing. Every
+// interval it takes the load_stats snapshot (co-located on its node), runs EPLB on the tokens per
+// (layer, logical expert) of the window, plans the fewest moves from the placement being served
+// (balance/migration: a slot that keeps its expert is not touched), and skips the round when the
+// predicted gain in mean balancedness is below the threshold. Otherwise it runs the protocol with
+// a new epoch N+1:
+//   stage   every expert host reads in the experts it is to receive, still serving epoch N;
+//   commit  hosts serve N+1 beside N, workers route with N+1 from their next layer call;
+//   release once every worker acknowledged, hosts drop N.
+// A stage that fails or times out (a host refuses or dies) aborts the round: hosts forget N+1,
+// nothing else changed, serving never paused, and the next round starts from N. A host that
+// (re)joins is sent the current placement at once. Requests in flight never fail or change
+// output: expert math does not depend on where it runs, and hosts answer every epoch they serve.
+// Metrics: rounds by outcome, moves, placement epoch, balancedness per layer, round seconds.
+// Threading: a thin CAF actor posts acks to the role's own thread, which owns the round state.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "actors/load_stats/load_stats_role.hpp"
+#include "actors/node/node_role.hpp"
+#include "balance/placement.hpp"
+
+namespace sy::actors::controller {
+
+struct ControllerOptions {
+  std::filesystem::path model_dir;          // config.json: groups for EPLB
+  balance::ExpertPlacement initial;         // epoch 1, as every node computed it
+  load_stats::LoadStatsRole* stats = nullptr;  // co-located; REQUIRES non-null, outlives the role
+  std::chrono::milliseconds interval{600000};
+  double threshold = 0.01;
+  std::chrono::milliseconds step_timeout{10000};
+};
+
+// One round as the history keeps it.
+struct RoundRecord {
+  std::uint64_t epoch = 0;       // the epoch the round tried to install
+  std::string outcome;           // "completed", "skipped", "failed"
+  std::string detail;            // why (skipped: the gain; failed: the step and the host)
+  std::int64_t moves = 0;
+  double balancedness_before = 0;
+  double balancedness_after = 0;  // predicted
+  double seconds = 0;
+};
+
+class ControllerRole : public node::NodeRole {
+ public:
+  // Rounds so far, oldest first (bounded).
+  virtual std::vector<RoundRecord> history() const = 0;
+};
+
+std::unique_ptr<ControllerRole> make_controller_role(node::RoleContext& context, ControllerOptions options);
+
+}  // namespace sy::actors::controller

@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# System test of live expert rebalancing (the controller, DESIGN.md "Placement, epochs,
+# migration"): a local cluster on the tiny model (router + load_stats + controller, prefill0,
+# decode0, expert0..3; every expert on two hosts) with a round every second and no gain
+# threshold, under continuous load (16 concurrent greedy streams, over and over).
+#  1. At least 5 rounds complete (each a new epoch: stage, commit, release) while it serves: zero
+#     failed requests, every text equal to the single-process engine's, and each round's
+#     predicted balancedness is at least the one before it.
+#  2. Kill the receiving host in the middle of a migration (expert hosts hold their stage ack
+#     back 3 s, a test seam): the round fails and rolls back, requests keep completing through the
+#     replicas, and after the host is started again the next round completes.
+# Needs SY_BUILD_DIR (ctest sets it). Every wait is bounded; a trap kills what it started.
+set -euo pipefail
+
+sy="${SY_BUILD_DIR:?SY_BUILD_DIR not set}/apps/switchyard"
+yardctl="$SY_BUILD_DIR/apps/yardctl"
+[ -x "$sy" ] && [ -x "$yardctl" ] || { echo "rebalance_test: SKIPPED: switchyard or yardctl not built"; exit 77; }
+work=$(mktemp -d "${TMPDIR:-/tmp}/sy-rebalance-test.XXXXXX")
+started=()
+cleanup() {
+  for pid in "${started[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+  pkill -KILL -f "$work/cluster.toml" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+# shellcheck source=tests/system/lib.sh
+. "$(dirname "$0")/lib.sh"
+model=$(tiny_model)
+[ -n "$model" ] || { echo "rebalance_test: SKIPPED: no tiny model and no tokenizer files to make one"; exit 77; }
+# shellcheck source=tests/system/cluster_lib.sh
+. "$(dirname "$0")/cluster_lib.sh"
+make_reference
+export UCX_NET_DEVICES=lo UCX_TLS=tcp UCX_WARN_UNUSED_ENV_VARS=n
+
+"$sy" local --model "$model" --prefill 1 --decode 1 --expert-hosts 4 --redundant-experts 32 --rebalance-interval 1 \
+  --rpc-port 0 --http-port 0 --kv-pages 256 --write-config "$work/cluster.toml" >/dev/null
+sed -i 's/^threshold = .*/threshold = 0/; s/^stage_delay_ms = .*/stage_delay_ms = 0/' "$work/cluster.toml"
+
+run_cluster() {  # TAG: starts `switchyard local --config`, sets sup and address
+  local tag=$1
+  "$sy" local --config "$work/cluster.toml" --stop-timeout 8 >"$work/$tag.out" 2>"$work/$tag.err" &
+  sup=$!
+  started+=("$sup")
+  ready() { grep -qs 'cluster "local" ready: 7 nodes' "$work/$tag.out"; }
+  wait_until 60 ready || fail "$tag: cluster not ready within 60 s"
+  address=$(sed -n 's/^switchyard local:   api: rpc \([0-9.:]*\) .*/\1/p' "$work/$tag.out")
+}
+
+# load TAG ROUND: the 16 prompts at once; every one must succeed with the reference text.
+load() {
+  local tag=$1 round=$2 pids=() i
+  for i in "${!prompts[@]}"; do
+    "$yardctl" --address "$address" generate --prompt "${prompts[$i]}" --max-tokens "$max_tokens" \
+      >"$work/$tag.$round.$i.txt" 2>"$work/$tag.$round.$i.err" &
+    pids+=($!)
+  done
+  for i in "${!pids[@]}"; do
+    wait "${pids[$i]}" || fail "$tag: round $round prompt $((i + 1)) failed: $(cat "$work/$tag.$round.$i.err")"
+    cmp -s "$work/$tag.$round.$i.txt" "$work/ref/$((i + 1)).txt" ||
+      fail "$tag: round $round prompt $((i + 1)) differs during rebalancing: '$(cat "$work/$tag.$round.$i.txt")'"
+  done
+}
+
+echo "== 1. rounds under load"
+t0=$SECONDS
+run_cluster live
+completed() { grep -c 'controller: epoch [0-9]* installed' "$work/${1:-live}.err" || true; }
+round=0
+while [ "$(completed)" -lt 5 ]; do
+  [ $((SECONDS - t0)) -lt 150 ] || fail "only $(completed) rounds completed in 150 s"
+  round=$((round + 1))
+  load live "$round"
+done
+requests=$((round * ${#prompts[@]}))
+echo "$(completed) rounds completed while $requests requests ran, all with the single-process text ($((SECONDS - t0)) s)"
+grep -q 'round failed' "$work/live.err" && fail "a round failed: $(grep 'round failed' "$work/live.err")"
+# Each round's balancedness (predicted from the window's load): never worse after than before.
+while read -r before after; do
+  python3 -c "import sys; sys.exit(0 if float('$after') >= float('$before') else 1)" ||
+    fail "a round lowered balancedness: $before -> $after"
+done < <(sed -n 's/.*controller: round for epoch [0-9]*: [0-9]* moves, balancedness \([0-9.]*\) -> \([0-9.]*\);.*/\1 \2/p' "$work/live.err")
+grep 'controller: round for epoch' "$work/live.err" | sed 's/.*controller: /  /' | head -8
+kill -TERM "$sup"
+wait_until 20 all_gone "$sup" || fail "supervisor still running 20 s after SIGTERM"
+
+echo "== 2. the receiving host killed during a migration"
+sed -i 's/^stage_delay_ms = .*/stage_delay_ms = 3000/' "$work/cluster.toml"
+run_cluster kill
+load kill 0  # load in the window, so the next round has something to balance
+staging() { grep -qs 'controller: round for epoch .*; staging' "$work/kill.err"; }
+wait_until 30 staging || fail "no round started"
+victim=$(sed -n 's/^switchyard local: started expert1 pid \([0-9]*\) .*/\1/p' "$work/kill.out")
+kill -KILL "$victim"
+rolled_back() { grep -qs 'controller: round failed: stage: .*expert1.*rolled back to epoch' "$work/kill.err"; }
+wait_until 10 rolled_back || fail "the round did not roll back: $(grep controller "$work/kill.err" | tail -5)"
+grep 'controller: round failed' "$work/kill.err" | head -1 | sed 's/.*controller: /  /'
+load kill 1  # serving goes on through the replicas on the other hosts
+echo "requests after the failed round completed through the replicas"
+before=$(completed kill)
+"$sy" serve --config "$work/cluster.toml" --node expert1 >"$work/expert1.out" 2>"$work/expert1.err" &
+started+=($!)
+host_back() { grep -qs '^node expert1 ready' "$work/expert1.out"; }
+wait_until 60 host_back || fail "expert1 did not come back: $(tail -5 "$work/expert1.err")"
+load kill 2
+next_round() { [ "$(completed kill)" -gt "$before" ]; }
+wait_until 40 next_round || fail "no round completed after expert1 came back: $(grep controller "$work/kill.err" | tail -5)"
+load kill 3
+echo "after expert1 came back the next round completed: $(grep 'controller: epoch [0-9]* installed' "$work/kill.err" | tail -1 | sed 's/.*controller: //')"
+echo "rebalance system test passed"
