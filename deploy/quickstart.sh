@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The README's first command: installs the dependencies, builds Switchyard, makes the tiny
 # DeepSeek-V3-architecture model, shows it (inspect, tokenize, single-process generate), then
-# starts a local disaggregated cluster on it (`switchyard local`: router, prefill and two decode
-# processes over UCX) and streams a demo generation through the cluster API with yardctl.
+# starts a local disaggregated cluster on it (`switchyard local`: router, prefill, two decode and
+# two expert-host processes over UCX, with live rebalancing) and streams a demo generation through
+# the cluster API with yardctl, then asks it over the OpenAI-compatible HTTP API.
 # Interactive (a terminal on stdin): the cluster keeps serving until Ctrl-C. Otherwise (CI,
 # scripts) it is stopped after the demo. Environment: SY_BUILD_DIR (default build), SY_MODEL_DIR
 # (default <data dir>/models/tiny), SY_RPC_PORT (default 7433) and SY_HTTP_PORT (default 8000)
@@ -48,7 +49,8 @@ echo
 echo "== generate (single-process engine, cpu backend, MTP drafts; random weights, so the text is noise) =="
 "$sy" generate --model "$model" --chat --prompt "What does a switchyard do?" --max-tokens 24 --mtp
 echo
-echo "== a local cluster: router, prefill0, decode0, decode1 as separate processes over UCX =="
+echo "== a local cluster over UCX: router (+ load_stats, controller), prefill0, decode0, decode1, and the"
+echo "   routed experts on expert0 and expert1 (2 redundant replicas; EPLB rebalancing every 60 s) =="
 work=$(mktemp -d "${TMPDIR:-/tmp}/switchyard-quickstart.XXXXXX")
 cluster_pid=
 stop_cluster() {
@@ -67,7 +69,8 @@ stop_prometheus() {
   prometheus_pid=
 }
 trap 'stop_prometheus; stop_cluster; rm -rf "$work"' EXIT
-"$sy" local --model "$model" --prefill 1 --decode 2 --rpc-port "${SY_RPC_PORT:-7433}" --http-port "${SY_HTTP_PORT:-8000}" --kv-pages 512 \
+"$sy" local --model "$model" --prefill 1 --decode 2 --expert-hosts 2 --redundant-experts 2 --rebalance-interval 60 \
+  --rpc-port "${SY_RPC_PORT:-7433}" --http-port "${SY_HTTP_PORT:-8000}" --kv-pages 512 \
   >"$work/local.out" 2>"$work/local.err" &
 cluster_pid=$!
 for _ in $(seq 1 600); do

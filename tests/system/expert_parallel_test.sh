@@ -8,6 +8,9 @@
 #     tokens x top-k (tokens = prompt tokens + generated tokens - 1 per request: the last
 #     generated token is never fed back). Then the 16 prompts at once (decode steps split into
 #     two micro-batches whose expert traffic overlaps the other half's attention): same texts.
+#     With Debian's prometheus (tcp pass): scraping the cluster, Prometheus sees the same
+#     per-layer expert token sums and a switchyard_eplb_balancedness series for every MoE layer
+#     (the controller runs a round every second).
 #  2. Failure (tcp), redundant 32 (every expert on two hosts): kill -9 of one expert host while
 #     requests generate: each completes (through the surviving replicas) with the single-process
 #     text or fails with a clear error within 5 s; new requests are then served correctly.
@@ -52,9 +55,41 @@ for line in sys.stdin:
 print(' '.join(f'{l}={s[l]}' for l in sorted(s)))"
 }
 
+# through_prometheus TAG EXPECTED: a real Prometheus scraping the cluster (the scrape config
+# `switchyard local` wrote) agrees with load_stats and shows balancedness for every MoE layer.
+through_prometheus() {
+  local tag=$1 expected=$2 scrape port
+  command -v prometheus >/dev/null || { echo "$tag: prometheus not installed; its check skipped"; return 0; }
+  scrape=$(sed -n 's/^switchyard local: prometheus scrape config //p' "$work/$tag.out")
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  prometheus --config.file="$scrape" --storage.tsdb.path="$work/$tag.tsdb" --web.listen-address="127.0.0.1:$port" \
+    >"$work/$tag.prometheus.log" 2>&1 &
+  started+=($!)
+  local prom=$!
+  query() {
+    curl -fsS --max-time 2 --get "http://127.0.0.1:$port/api/v1/query" --data-urlencode "query=$1" 2>/dev/null |
+      python3 -c 'import json, sys
+r = json.load(sys.stdin)["data"]["result"]
+r.sort(key=lambda x: int(x["metric"].get("layer", 0)))
+print(" ".join(x["metric"].get("layer", "") + "=" + str(int(float(x["value"][1]))) for x in r))' 2>/dev/null || true
+  }
+  sums() { [ "$(query 'sum by (layer) (switchyard_expert_tokens_total)')" = "$expected" ]; }
+  wait_until 30 sums || fail "$tag: prometheus per-layer expert tokens '$(query 'sum by (layer) (switchyard_expert_tokens_total)')', expected '$expected'"
+  local want_layers have_layers
+  want_layers=$(python3 -c "
+import json, sys
+c = json.load(open(sys.argv[1] + '/config.json'))
+n = c['num_hidden_layers'] + c.get('num_nextn_predict_layers', 0)
+print(sum(1 for l in range(n) if l >= c['first_k_dense_replace'] and l % c.get('moe_layer_freq', 1) == 0))" "$model")
+  balanced() { have_layers=$(query 'count by (layer) (switchyard_eplb_balancedness)' | wc -w); [ "$have_layers" -eq "$want_layers" ]; }
+  wait_until 30 balanced || fail "$tag: switchyard_eplb_balancedness covers $have_layers of $want_layers MoE layers"
+  echo "$tag: prometheus agrees ($expected) and has balancedness for all $want_layers MoE layers"
+  kill -TERM "$prom"
+}
+
 determinism() {
   local tag=$1 t0=$SECONDS
-  start_cluster "$tag" 7 --prefill 1 --decode 1 --expert-hosts 4 --redundant-experts 4
+  start_cluster "$tag" 7 --prefill 1 --decode 1 --expert-hosts 4 --redundant-experts 4 --rebalance-interval 1
   check_prompts "$tag"
   echo "$tag: ${#prompts[@]} prompts through 4 expert hosts token-identical, logits bitwise equal ($((SECONDS - t0)) s)"
   # Tokens that went through every MoE layer: prompt + generated - 1 per request.
@@ -71,6 +106,7 @@ determinism() {
   wait_until 10 counts_match ||
     fail "$tag: load_stats per-layer tokens '$(expert_tokens_by_layer "$port")', expected '$expected' ($tokens tokens x top-$top_k)"
   echo "$tag: load_stats counts $expected (= $tokens tokens x top-$top_k per MoE layer)"
+  [ "$tag" = tcp ] && through_prometheus "$tag" "$expected"
   # All at once: decode steps over many sequences split into two micro-batches (overlap on).
   check_concurrent "$tag"
   echo "$tag: ${#prompts[@]} concurrent prompts identical with two-micro-batch overlap ($((SECONDS - t0)) s)"
