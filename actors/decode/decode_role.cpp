@@ -174,7 +174,8 @@ std::unique_ptr<dispatch::RemoteExpertExecutor> make_experts(node::RoleContext& 
   if (!o.expert_placement) return nullptr;
   return std::make_unique<dispatch::RemoteExpertExecutor>(
       context.bridge, context.peers, *o.expert_placement,
-      dispatch::RemoteExpertOptions{o.backend, o.numerics, std::chrono::milliseconds(4000), context.me.name});
+      dispatch::RemoteExpertOptions{o.backend, o.numerics, std::chrono::milliseconds(4000), context.me.name,
+                                    context.metrics});
 }
 
 DecodeRole::DecodeRole(node::RoleContext& context, DecodeRoleOptions options)

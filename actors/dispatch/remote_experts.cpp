@@ -10,6 +10,7 @@
 
 #include "gpu/dtypes.hpp"
 #include "gpu/quant.hpp"
+#include "monitoring/metrics.hpp"
 
 namespace sy::actors::dispatch {
 namespace {
@@ -31,6 +32,13 @@ RemoteExpertExecutor::RemoteExpertExecutor(node::TransportBridge& bridge, node::
       options_(std::move(options)),
       placement_(std::make_shared<const balance::ExpertPlacement>(std::move(placement))) {
   if (options_.backend == nullptr) throw std::invalid_argument("remote expert executor: no kernel backend given");
+  if (options_.metrics != nullptr) {
+    using monitoring::Metric;
+    dispatch_seconds_ = &options_.metrics->histogram(Metric::moe_dispatch_seconds)
+                             .Add({}, monitoring::Registry::buckets(Metric::moe_dispatch_seconds));
+    combine_seconds_ = &options_.metrics->histogram(Metric::moe_combine_seconds)
+                            .Add({}, monitoring::Registry::buckets(Metric::moe_combine_seconds));
+  }
 }
 
 std::uint64_t RemoteExpertExecutor::epoch() const {
@@ -95,6 +103,7 @@ void RemoteExpertExecutor::cancel(Ticket ticket) {
 }
 
 model::ExpertExecutor::Ticket RemoteExpertExecutor::start(const model::ExpertBatch& b) {
+  const Clock::time_point began = Clock::now();
   Call call;
   call.batch = b;
   call.deadline = Clock::now() + options_.timeout;
@@ -127,6 +136,7 @@ model::ExpertExecutor::Ticket RemoteExpertExecutor::start(const model::ExpertBat
     cancel(ticket);
     throw;
   }
+  if (dispatch_seconds_ != nullptr) dispatch_seconds_->Observe(std::chrono::duration<double>(Clock::now() - began).count());
   return ticket;
 }
 
@@ -216,6 +226,7 @@ void RemoteExpertExecutor::finish(Ticket ticket) {
   const model::ExpertBatch& b = call.batch;
   const int layer = call.layer;
   const std::int64_t h = b.hidden;
+  const Clock::time_point began = Clock::now();
   try {
     for (;;) {
       std::vector<Row> retry;
@@ -282,6 +293,7 @@ void RemoteExpertExecutor::finish(Ticket ticket) {
     throw;
   }
   calls_.erase(ticket);
+  if (combine_seconds_ != nullptr) combine_seconds_->Observe(std::chrono::duration<double>(Clock::now() - began).count());
 }
 
 }  // namespace sy::actors::dispatch

@@ -36,6 +36,13 @@
 #include "model/moe.hpp"
 #include "transport/thread_annotations.hpp"
 
+namespace prometheus {
+class Histogram;
+}
+namespace sy::monitoring {
+class Registry;
+}
+
 namespace sy::actors::dispatch {
 
 struct RemoteExpertOptions {
@@ -43,6 +50,9 @@ struct RemoteExpertOptions {
   model::Numerics numerics = model::Numerics::fp8act;
   std::chrono::milliseconds timeout{4000};  // per layer call, re-sends included
   std::string node_name;                     // this worker, for messages
+  // switchyard_moe_dispatch_seconds (start: quantize, route, send) and _combine_seconds (finish:
+  // waiting for and unpacking the answers) per layer call; null: not measured.
+  monitoring::Registry* metrics = nullptr;
 };
 
 class RemoteExpertExecutor final : public model::ExpertExecutor {
@@ -103,6 +113,8 @@ class RemoteExpertExecutor final : public model::ExpertExecutor {
   const RemoteExpertOptions options_;
   std::map<Ticket, Call> calls_;  // engine thread only
   Ticket next_ticket_ = 1;        // engine thread only
+  prometheus::Histogram* dispatch_seconds_ = nullptr;
+  prometheus::Histogram* combine_seconds_ = nullptr;
 
   mutable std::mutex mutex_;
   std::condition_variable answered_;

@@ -10,7 +10,7 @@
 #     two micro-batches whose expert traffic overlaps the other half's attention): same texts.
 #     With Debian's prometheus (tcp pass): scraping the cluster, Prometheus sees the same
 #     per-layer expert token sums and a switchyard_eplb_balancedness series for every MoE layer
-#     (the controller runs a round every second).
+#     (the controller runs a round every second), and dispatch/combine latency samples.
 #  2. Failure (tcp), redundant 32 (every expert on two hosts): kill -9 of one expert host while
 #     requests generate: each completes (through the surviving replicas) with the single-process
 #     text or fails with a clear error within 5 s; new requests are then served correctly.
@@ -83,7 +83,11 @@ n = c['num_hidden_layers'] + c.get('num_nextn_predict_layers', 0)
 print(sum(1 for l in range(n) if l >= c['first_k_dense_replace'] and l % c.get('moe_layer_freq', 1) == 0))" "$model")
   balanced() { have_layers=$(query 'count by (layer) (switchyard_eplb_balancedness)' | wc -w); [ "$have_layers" -eq "$want_layers" ]; }
   wait_until 30 balanced || fail "$tag: switchyard_eplb_balancedness covers $have_layers of $want_layers MoE layers"
-  echo "$tag: prometheus agrees ($expected) and has balancedness for all $want_layers MoE layers"
+  # Workers time every layer call's dispatch and combine.
+  local calls
+  calls=$(query 'sum(switchyard_moe_dispatch_seconds_count) + 0 * sum(switchyard_moe_combine_seconds_count)')
+  [ "${calls#=}" -gt 0 ] 2>/dev/null || fail "$tag: no dispatch/combine latency samples in prometheus ($calls)"
+  echo "$tag: prometheus agrees ($expected), has balancedness for all $want_layers MoE layers and ${calls#=} timed layer calls"
   kill -TERM "$prom"
 }
 
