@@ -211,6 +211,10 @@ Replication replicate_experts(std::span<const float> weight, int num_physical) {
   return replication;
 }
 
+void check_eplb_input(const std::vector<std::vector<double>>& weight, const EplbShape& shape) {
+  validated_loads(weight, shape);
+}
+
 EplbPlacement rebalance_experts(const std::vector<std::vector<double>>& weight, const EplbShape& shape) {
   const std::vector<std::vector<float>> loads = validated_loads(weight, shape);
   const bool hierarchical = eplb_policy_for(shape.num_groups, shape.num_nodes) == EplbPolicy::hierarchical;

@@ -55,6 +55,10 @@ struct EplbPlacement {
 // policy; a cluster that fails them cannot be built, so they hold here under both.)
 EplbPlacement rebalance_experts(const std::vector<std::vector<double>>& weight, const EplbShape& shape);
 
+// The checks rebalance_experts starts with, for other placement policies (placement_policy.hpp):
+// throws the same std::invalid_argument for the same inputs, returns when they are valid.
+void check_eplb_input(const std::vector<std::vector<double>>& weight, const EplbShape& shape);
+
 // The building blocks, one row at a time, exposed for tests and for placement policies that
 // reuse them.
 

@@ -39,4 +39,7 @@ void add_serve_api_command(CLI::App& app, CommandTable& commands);
 // eplb: EPLB placements for a JSON list of load cases (eplb_command.cpp).
 void add_eplb_command(CLI::App& app, CommandTable& commands);
 
+// simulate-balance: rebalancing strategies replayed on synthetic load traces (simulate_command.cpp).
+void add_simulate_command(CLI::App& app, CommandTable& commands);
+
 }  // namespace sy::apps

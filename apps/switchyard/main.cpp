@@ -15,6 +15,7 @@ int main(int argc, char** argv) {
   sy::apps::add_local_command(app, commands);
   sy::apps::add_serve_api_command(app, commands);
   sy::apps::add_eplb_command(app, commands);
+  sy::apps::add_simulate_command(app, commands);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
