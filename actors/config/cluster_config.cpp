@@ -226,6 +226,12 @@ void parse_balance(const std::string& source, const toml::table& t, BalanceConfi
   if (auto v = r.number("threshold", 0.0, 1.0)) out.threshold = *v;
   if (auto v = r.integer("step_timeout_ms", 100, 600000)) out.step_timeout_ms = static_cast<std::uint32_t>(*v);
   if (auto v = r.integer("stage_delay_ms", 0, 600000)) out.stage_delay_ms = static_cast<std::uint32_t>(*v);
+  if (auto v = r.string("policy")) {
+    if (*v != "eplb" && *v != "balanced" && *v != "balanced-strict") {
+      r.fail(t.get("policy")->source(), "policy", fmt::format("\"{}\" is not eplb, balanced or balanced-strict", *v));
+    }
+    out.policy = *v;
+  }
   r.finish();
 }
 
@@ -441,8 +447,9 @@ std::string to_toml(const ClusterConfig& c) {
   out += fmt::format("[decode]\nkv_pages = {}\nmax_batch = {}\nmtp = {}\n\n", c.decode.kv_pages, c.decode.max_batch,
                      c.decode.mtp);
   out += fmt::format("[experts]\nredundant = {}\noverlap = {}\n", c.experts.redundant, c.experts.overlap);
-  out += fmt::format("\n[balance]\ninterval_s = {}\nthreshold = {}\nstep_timeout_ms = {}\nstage_delay_ms = {}\n",
-                     c.balance.interval_s, c.balance.threshold, c.balance.step_timeout_ms, c.balance.stage_delay_ms);
+  out += fmt::format("\n[balance]\ninterval_s = {}\nthreshold = {}\nstep_timeout_ms = {}\nstage_delay_ms = {}\npolicy = {}\n",
+                     c.balance.interval_s, c.balance.threshold, c.balance.step_timeout_ms, c.balance.stage_delay_ms,
+                     quoted(c.balance.policy));
   for (const NodeConfig& n : c.nodes) {
     std::string roles;
     for (Role role : n.roles) roles += fmt::format("{}\"{}\"", roles.empty() ? "" : ", ", role_name(role));

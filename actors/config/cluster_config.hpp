@@ -13,7 +13,8 @@
 //   [api]      rpc ["127.0.0.1:7433"], http ["127.0.0.1:8000"]
 //   [decode]   kv_pages [4096], max_batch [64], mtp [false]
 //   [experts]  redundant [0], overlap [true]
-//   [balance]  interval_s [600], threshold [0.01], step_timeout_ms [10000], stage_delay_ms [0]
+//   [balance]  interval_s [600], threshold [0.01], step_timeout_ms [10000], stage_delay_ms [0],
+//              policy ["eplb" | "balanced" | "balanced-strict"]
 //   [[node]]   name, host ["127.0.0.1"], transport_port, metrics_port, roles = ["router", ...]
 #pragma once
 
@@ -93,6 +94,7 @@ struct BalanceConfig {
   double threshold = 0.01;             // minimal predicted gain in mean balancedness to migrate (0..1)
   std::uint32_t step_timeout_ms = 10000;  // each protocol step's acks (100..600000)
   std::uint32_t stage_delay_ms = 0;    // test seam: expert hosts hold stage acks back this long
+  std::string policy = "eplb";         // placement policy: "eplb" | "balanced" | "balanced-strict"
 };
 
 struct ClusterConfig {

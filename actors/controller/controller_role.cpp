@@ -18,6 +18,7 @@
 #include "actors/messages.hpp"
 #include "balance/eplb.hpp"
 #include "balance/migration.hpp"
+#include "balance/placement_policy.hpp"
 #include "model/config.hpp"
 #include "monitoring/metrics.hpp"
 #include "transport/task_thread.hpp"
@@ -119,6 +120,7 @@ class Controller final : public ControllerRole {
   ControllerOptions options_;
   model::ModelConfig config_;
   std::vector<int> moe_layers_;
+  balance::PlacementPolicy policy_ = balance::PlacementPolicy::eplb;
   ControllerMetrics metrics_;
   caf::actor actor_;
   std::uint64_t subscription_ = 0;
@@ -153,6 +155,9 @@ Controller::Controller(node::RoleContext& context, ControllerOptions options)
       metrics_(context.metrics, moe_layers_),
       current_(options_.initial) {
   if (options_.stats == nullptr) throw std::invalid_argument("controller role: needs the load_stats role on its node");
+  const auto policy = balance::placement_policy_from_name(options_.policy);
+  if (!policy) throw std::invalid_argument(fmt::format("controller role: unknown placement policy \"{}\"", options_.policy));
+  policy_ = *policy;
   if (options_.initial.slots % static_cast<int>(options_.initial.hosts.size()) != 0) {
     throw std::invalid_argument("controller role: slots do not split evenly over the expert hosts");
   }
@@ -164,8 +169,9 @@ Controller::Controller(node::RoleContext& context, ControllerOptions options)
   subscription_ = peers_.subscribe(
       [role](const node::PeerChange& change) { role->post([role, change] { role->on_peer_change(change); }); });
   schedule();
-  log(fmt::format("a round every {} s (threshold {:.3f}), {} expert hosts, {} slots per MoE layer",
-                  std::chrono::duration<double>(options_.interval).count(), options_.threshold,
+  log(fmt::format("a round every {} s ({} policy, threshold {:.3f}), {} expert hosts, {} slots per MoE layer",
+                  std::chrono::duration<double>(options_.interval).count(), balance::to_string(policy_),
+                  options_.threshold,
                   options_.initial.hosts.size(), options_.initial.slots));
 }
 
@@ -230,7 +236,7 @@ void Controller::start_round() {
   balance::MigrationPlan plan;
   try {
     const balance::EplbPlacement eplb =
-        balance::rebalance_experts(load, balance::EplbShape{current_.slots, groups, 1, hosts_count});
+        balance::place_experts(policy_, load, balance::EplbShape{current_.slots, groups, 1, hosts_count});
     for (const int l : moe_layers_) current_rows.push_back(current_.phy2log[static_cast<std::size_t>(l)]);
     target_rows = eplb.phy2log;
     plan = balance::plan_migration(current_rows, target_rows, load,

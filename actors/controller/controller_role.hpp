@@ -1,5 +1,6 @@
 // The controller role (DESIGN.md "Placement, epochs, migration"): live expert rebalancing. Every
-// interval it takes the load_stats snapshot (co-located on its node), runs EPLB on the tokens per
+// interval it takes the load_stats snapshot (co-located on its node), runs EPLB (or the configured
+// placement policy, balance/placement_policy.hpp) on the tokens per
 // (layer, logical expert) of the window, plans the fewest moves from the placement being served
 // (balance/migration: a slot that keeps its expert is not touched), and skips the round when the
 // predicted gain in mean balancedness is below the threshold. Otherwise it runs the protocol with
@@ -35,6 +36,7 @@ struct ControllerOptions {
   std::chrono::milliseconds interval{600000};
   double threshold = 0.01;
   std::chrono::milliseconds step_timeout{10000};
+  std::string policy = "eplb";  // balance::placement_policy_from_name
 };
 
 // One round as the history keeps it.

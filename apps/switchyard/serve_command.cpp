@@ -148,6 +148,7 @@ std::vector<std::unique_ptr<actors::node::NodeRole>> make_roles(actors::node::Ro
     o.interval = std::chrono::seconds(cluster.balance.interval_s);
     o.threshold = cluster.balance.threshold;
     o.step_timeout = std::chrono::milliseconds(cluster.balance.step_timeout_ms);
+    o.policy = cluster.balance.policy;
     roles.push_back(actors::controller::make_controller_role(context, std::move(o)));
   }
   if (me.has_role(Role::expert_host)) {

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # System test of live expert rebalancing (the controller, DESIGN.md "Placement, epochs,
 # migration"): a local cluster on the tiny model (router + load_stats + controller, prefill0,
-# decode0, expert0..3; every expert on two hosts) with a round every second and no gain
-# threshold, under continuous load (16 concurrent greedy streams, over and over).
+# decode0, expert0..3; every expert on two hosts) with a round every second, no gain threshold and
+# the "balanced" placement policy, under continuous load (16 concurrent greedy streams, over and over).
 #  1. At least 5 rounds complete (each a new epoch: stage, commit, release) while it serves: zero
 #     failed requests, every text equal to the single-process engine's, and each round's
 #     predicted balancedness is at least the one before it.
@@ -34,7 +34,9 @@ export UCX_NET_DEVICES=lo UCX_TLS=tcp UCX_WARN_UNUSED_ENV_VARS=n
 
 "$sy" local --model "$model" --prefill 1 --decode 1 --expert-hosts 4 --redundant-experts 32 --rebalance-interval 1 \
   --rpc-port 0 --http-port 0 --kv-pages 256 --write-config "$work/cluster.toml" >/dev/null
-sed -i 's/^threshold = .*/threshold = 0/; s/^stage_delay_ms = .*/stage_delay_ms = 0/' "$work/cluster.toml"
+# No gain threshold (every round with moves migrates); the "balanced" placement policy.
+sed -i 's/^threshold = .*/threshold = 0/; s/^stage_delay_ms = .*/stage_delay_ms = 0/; s/^policy = .*/policy = "balanced"/' \
+  "$work/cluster.toml"
 
 run_cluster() {  # TAG: starts `switchyard local --config`, sets sup and address
   local tag=$1
