@@ -19,6 +19,7 @@
 #include "model/moe.hpp"
 #include "model/safetensors.hpp"
 #include "model/weights.hpp"
+#include "monitoring/metrics.hpp"
 #include "transport/task_thread.hpp"
 
 namespace sy::actors::expert_host {
@@ -73,6 +74,10 @@ class ExpertHostRole final : public node::NodeRole {
   std::map<std::uint64_t, balance::ExpertPlacement> staged_;
   // Worker thread only: token rows per (layer, logical expert) since the last report.
   std::vector<std::uint64_t> counts_;
+  // Worker thread only: token rows per physical slot (all layers) since the last report, and
+  // switchyard_expert_slot_load_tokens{host, slot} (rows per second over the report period).
+  std::vector<std::uint64_t> slot_rows_;
+  std::vector<prometheus::Gauge*> slot_load_;  // [slot]; empty without metrics
   std::uint64_t period_start_ms_ = now_ms();
 
   tr::TaskThread worker_;  // last: stopped first
@@ -100,6 +105,16 @@ ExpertHostRole::ExpertHostRole(node::RoleContext& context, ExpertHostOptions opt
                                             options_.placement.experts, config_.n_routed_experts));
   }
   counts_.assign(weights_.layers.size() * static_cast<std::size_t>(config_.n_routed_experts), 0);
+  slot_rows_.assign(static_cast<std::size_t>(options_.placement.slots), 0);
+  if (context.metrics != nullptr) {
+    using monitoring::Metric;
+    auto& family = context.metrics->gauge(Metric::expert_slot_load);
+    for (int slot = 0; slot < options_.placement.slots; ++slot) {
+      slot_load_.push_back(options_.placement.host_of_slot[static_cast<std::size_t>(slot)] == host_index_
+                               ? &family.Add(monitoring::labels(Metric::expert_slot_load, {me_.name, std::to_string(slot)}))
+                               : nullptr);
+    }
+  }
   ExpertHostRole* role = this;
   actor_ = context.system.spawn([role](caf::event_based_actor*) -> caf::behavior {
     return {
@@ -211,6 +226,7 @@ void ExpertHostRole::on_dispatch(const received<schemas::ExpertDispatch>& m) {
       std::memcpy(out.begin() + row * h * 4, y.data(), static_cast<std::size_t>(n * h * 4));
     }
     counts_[static_cast<std::size_t>(layer * config_.n_routed_experts + expert)] += static_cast<std::uint64_t>(n);
+    slot_rows_[slots[i]] += static_cast<std::uint64_t>(n);
     row += n;
   }
   bridge_.send<schemas::ExpertCombine>(m.from, message);
@@ -306,6 +322,12 @@ void ExpertHostRole::on_placement(const received<schemas::PlacementUpdate>& m) {
 
 void ExpertHostRole::send_report() {
   const std::uint64_t end = now_ms();
+  if (!slot_load_.empty()) {
+    const double seconds = std::max(1e-3, static_cast<double>(end - period_start_ms_) / 1000.0);
+    for (std::size_t slot = 0; slot < slot_load_.size(); ++slot) {
+      if (slot_load_[slot] != nullptr) slot_load_[slot]->Set(static_cast<double>(slot_rows_[slot]) / seconds);
+    }
+  }
   const auto layers = static_cast<std::uint16_t>(weights_.layers.size());
   int sent = 0;
   for (const std::string& stats : peers_.with_role(config::Role::load_stats)) {
@@ -325,6 +347,7 @@ void ExpertHostRole::send_report() {
   }
   if (sent == 0) return;  // nobody to tell yet: keep counting into the same period
   std::fill(counts_.begin(), counts_.end(), 0);
+  std::fill(slot_rows_.begin(), slot_rows_.end(), 0);
   period_start_ms_ = end;
 }
 

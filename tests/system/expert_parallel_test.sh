@@ -83,6 +83,10 @@ n = c['num_hidden_layers'] + c.get('num_nextn_predict_layers', 0)
 print(sum(1 for l in range(n) if l >= c['first_k_dense_replace'] and l % c.get('moe_layer_freq', 1) == 0))" "$model")
   balanced() { have_layers=$(query 'count by (layer) (switchyard_eplb_balancedness)' | wc -w); [ "$have_layers" -eq "$want_layers" ]; }
   wait_until 30 balanced || fail "$tag: switchyard_eplb_balancedness covers $have_layers of $want_layers MoE layers"
+  # Every expert host reports a load per slot it holds (rows per second over its report period).
+  local slot_series
+  slot_series=$(query 'count(switchyard_expert_slot_load_tokens)')
+  [ "$slot_series" = "=36" ] || fail "$tag: switchyard_expert_slot_load_tokens has $slot_series series, 36 slots expected"
   # Workers time every layer call's dispatch and combine.
   local calls
   calls=$(query 'sum(switchyard_moe_dispatch_seconds_count) + 0 * sum(switchyard_moe_combine_seconds_count)')
