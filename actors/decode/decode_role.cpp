@@ -11,7 +11,6 @@
 #include <utility>
 #include <vector>
 
-#include "actors/dispatch/placement_wire.hpp"
 #include "actors/dispatch/remote_experts.hpp"
 #include "actors/messages.hpp"
 #include "actors/node/serving_wire.hpp"
@@ -76,16 +75,7 @@ class DecodeRole final : public node::NodeRole {
     if (experts_) experts_->on_peer_change(change);
   }
   // A migration step from the controller: a commit switches the experts' placement.
-  void on_placement(const received<schemas::PlacementUpdate>& m) {
-    const auto u = m.reader();
-    if (u.getPhase() == schemas::PlacementPhase::COMMIT) experts_->install(dispatch::placement_of(u));
-    capnp::MallocMessageBuilder message;
-    auto a = message.initRoot<schemas::PlacementAck>();
-    a.setEpoch(u.getEpoch());
-    a.setPhase(u.getPhase());
-    a.setOk(true);
-    bridge_.send<schemas::PlacementAck>(m.from, message);
-  }
+  void on_placement(const received<schemas::PlacementUpdate>& m) { experts_->on_placement(m); }
 
  private:
   struct Reservation {
@@ -108,8 +98,6 @@ class DecodeRole final : public node::NodeRole {
   void update_gauges();  // running/waiting requests and KV pages into the metrics
   void expire(std::uint64_t request, std::uint64_t reservation);
   void refuse(tr::PeerId to, std::uint64_t request, schemas::KvRefusalReason reason, const std::string& why);
-  void send_release(tr::PeerId to, std::uint64_t request, std::uint64_t reservation, schemas::KvReleaseReason reason,
-                    const std::string& why);
   void send_failed(const std::string& router, std::uint64_t request, schemas::FailureCode code, bool retryable,
                    const std::string& why);
   void unknown(const char* kind, std::uint64_t request);
@@ -170,20 +158,12 @@ DecodeRoleOptions checked(DecodeRoleOptions o) {
   return o;
 }
 
-std::unique_ptr<dispatch::RemoteExpertExecutor> make_experts(node::RoleContext& context, const DecodeRoleOptions& o) {
-  if (!o.expert_placement) return nullptr;
-  return std::make_unique<dispatch::RemoteExpertExecutor>(
-      context.bridge, context.peers, *o.expert_placement,
-      dispatch::RemoteExpertOptions{o.backend, o.numerics, std::chrono::milliseconds(4000), context.me.name,
-                                    context.metrics});
-}
-
 DecodeRole::DecodeRole(node::RoleContext& context, DecodeRoleOptions options)
     : me_(context.me),
       bridge_(context.bridge),
       peers_(context.peers),
       options_(checked(std::move(options))),
-      experts_(make_experts(context, options_)),
+      experts_(dispatch::make_remote_experts(context, options_.expert_placement, options_.backend, options_.numerics)),
       model_(options_.model_dir, *options_.backend, engine_options_with_arena(), experts_.get()),
       batcher_(model_.engine(), batcher_options(options_)),
       dump_(options_.dump_logits_dir, model_.config().vocab_size),
@@ -254,18 +234,6 @@ void DecodeRole::refuse(tr::PeerId to, std::uint64_t request, schemas::KvRefusal
   bridge_.send<schemas::KvReservation>(to, message);
 }
 
-void DecodeRole::send_release(tr::PeerId to, std::uint64_t request, std::uint64_t reservation,
-                              schemas::KvReleaseReason reason, const std::string& why) {
-  if (to == tr::invalid_peer) return;
-  capnp::MallocMessageBuilder message;
-  auto r = message.initRoot<schemas::KvRelease>();
-  r.setRequestId(request);
-  r.setReservationId(reservation);
-  r.setReason(reason);
-  r.setMessage(why.substr(0, schemas::limits::max_message_bytes));
-  bridge_.send<schemas::KvRelease>(to, message);
-}
-
 void DecodeRole::send_failed(const std::string& router, std::uint64_t request, schemas::FailureCode code,
                              bool retryable, const std::string& why) {
   const auto peer = peers_.find(router);
@@ -332,7 +300,7 @@ void DecodeRole::expire(std::uint64_t request, std::uint64_t reservation) {
   if (it == reservations_.end() || it->second.id != reservation) return;
   batcher_.release(request);
   log(fmt::format("reservation {} of request {} expired without a hand-off; pages freed", reservation, request));
-  send_release(it->second.prefill_peer, request, reservation, schemas::KvReleaseReason::EXPIRED,
+  node::send_kv_release(bridge_, it->second.prefill_peer, request, reservation, schemas::KvReleaseReason::EXPIRED,
                fmt::format("decode node {}: no hand-off within {} ms", me_.name, options_.reservation_expiry.count()));
   reservations_.erase(it);
 }
@@ -374,7 +342,7 @@ void DecodeRole::on_hand_off(const received<schemas::KvHandOff>& m) {
     log(fmt::format("request {}: hand-off refused: {}", id, e.what()));
     send_failed(h.getRouter().getName(), id, schemas::FailureCode::INTERNAL, false,
                 fmt::format("decode node {}: KV hand-off refused: {}", me_.name, e.what()));
-    send_release(m.from, id, reservation.id, schemas::KvReleaseReason::DECODE_FAILED, e.what());
+    node::send_kv_release(bridge_, m.from, id, reservation.id, schemas::KvReleaseReason::DECODE_FAILED, e.what());
     return;
   }
   live_.emplace(id, Live{h.getRouter().getName(), h.getPromptTokens(), 1});
@@ -394,7 +362,7 @@ void DecodeRole::on_cancel(const received<schemas::CancelRequest>& m) {
   const std::uint64_t id = m.reader().getRequestId();
   if (const auto it = reservations_.find(id); it != reservations_.end()) {
     batcher_.release(id);
-    send_release(it->second.prefill_peer, id, it->second.id, schemas::KvReleaseReason::CANCELLED, "cancelled");
+    node::send_kv_release(bridge_, it->second.prefill_peer, id, it->second.id, schemas::KvReleaseReason::CANCELLED, "cancelled");
     reservations_.erase(it);
     return;
   }
@@ -413,7 +381,7 @@ void DecodeRole::on_peer_change(const node::PeerChange& change) {
     if (r.prefill == change.name || r.router == change.name) {
       batcher_.release(it->first);
       if (r.prefill != change.name) {
-        send_release(r.prefill_peer, it->first, r.id, schemas::KvReleaseReason::CANCELLED, "router lost");
+        node::send_kv_release(bridge_, r.prefill_peer, it->first, r.id, schemas::KvReleaseReason::CANCELLED, "router lost");
       }
       it = reservations_.erase(it);
     } else {

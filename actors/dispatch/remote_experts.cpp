@@ -8,6 +8,7 @@
 #include <stdexcept>
 #include <utility>
 
+#include "actors/dispatch/placement_wire.hpp"
 #include "gpu/dtypes.hpp"
 #include "gpu/quant.hpp"
 #include "monitoring/metrics.hpp"
@@ -55,6 +56,17 @@ void RemoteExpertExecutor::close() {
 void RemoteExpertExecutor::install(balance::ExpertPlacement placement) {
   std::lock_guard lock(mutex_);
   placement_ = std::make_shared<const balance::ExpertPlacement>(std::move(placement));
+}
+
+void RemoteExpertExecutor::on_placement(const received<schemas::PlacementUpdate>& m) {
+  const auto u = m.reader();
+  if (u.getPhase() == schemas::PlacementPhase::COMMIT) install(placement_of(u));
+  capnp::MallocMessageBuilder message;
+  auto a = message.initRoot<schemas::PlacementAck>();
+  a.setEpoch(u.getEpoch());
+  a.setPhase(u.getPhase());
+  a.setOk(true);
+  bridge_.send<schemas::PlacementAck>(m.from, message);
 }
 
 void RemoteExpertExecutor::on_peer_change(const node::PeerChange& change) {
@@ -294,6 +306,15 @@ void RemoteExpertExecutor::finish(Ticket ticket) {
   }
   calls_.erase(ticket);
   if (combine_seconds_ != nullptr) combine_seconds_->Observe(std::chrono::duration<double>(Clock::now() - began).count());
+}
+
+std::unique_ptr<RemoteExpertExecutor> make_remote_experts(node::RoleContext& context,
+                                                          const std::optional<balance::ExpertPlacement>& placement,
+                                                          const gpu::Backend* backend, model::Numerics numerics) {
+  if (!placement) return nullptr;
+  return std::make_unique<RemoteExpertExecutor>(
+      context.bridge, context.peers, *placement,
+      RemoteExpertOptions{backend, numerics, std::chrono::milliseconds(4000), context.me.name, context.metrics});
 }
 
 }  // namespace sy::actors::dispatch

@@ -23,11 +23,13 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
 
 #include "actors/messages.hpp"
+#include "actors/node/node_role.hpp"
 #include "actors/node/peer_directory.hpp"
 #include "actors/node/transport_bridge.hpp"
 #include "balance/placement.hpp"
@@ -74,6 +76,9 @@ class RemoteExpertExecutor final : public model::ExpertExecutor {
   void on_peer_change(const node::PeerChange& change);
   // A new placement (higher epoch): layer calls after this return use it.
   void install(balance::ExpertPlacement placement);
+  // A migration step from the controller (any thread): a commit installs the placement; every
+  // phase is acknowledged to the sender (a worker has nothing to stage or release).
+  void on_placement(const received<schemas::PlacementUpdate>& m);
   std::uint64_t epoch() const;
   // The node is stopping: calls in progress and later ones fail at once instead of waiting.
   void close();
@@ -124,5 +129,11 @@ class RemoteExpertExecutor final : public model::ExpertExecutor {
   std::uint64_t next_batch_ SY_GUARDED_BY(mutex_) = 1;
   bool closed_ SY_GUARDED_BY(mutex_) = false;
 };
+
+// The executor a prefill or decode role runs its engine with: remote when the cluster has expert
+// hosts (`placement` set), null (experts in the process) otherwise.
+std::unique_ptr<RemoteExpertExecutor> make_remote_experts(node::RoleContext& context,
+                                                          const std::optional<balance::ExpertPlacement>& placement,
+                                                          const gpu::Backend* backend, model::Numerics numerics);
 
 }  // namespace sy::actors::dispatch

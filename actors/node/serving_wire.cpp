@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include <capnp/message.h>
 #include <fmt/format.h>
 
 namespace sy::actors::node {
@@ -33,6 +34,18 @@ gpu::SamplerConfig sampler_of(schemas::SamplingParams::Reader in) {
 void set_node_ref(schemas::NodeRef::Builder out, const std::string& name, const std::string& address) {
   out.setName(name);
   out.setAddress(address);
+}
+
+void send_kv_release(TransportBridge& bridge, transport::PeerId to, std::uint64_t request, std::uint64_t reservation,
+                     schemas::KvReleaseReason reason, const std::string& why) {
+  if (to == transport::invalid_peer) return;
+  capnp::MallocMessageBuilder message;
+  auto r = message.initRoot<schemas::KvRelease>();
+  r.setRequestId(request);
+  r.setReservationId(reservation);
+  r.setReason(reason);
+  r.setMessage(why.substr(0, schemas::limits::max_message_bytes));
+  bridge.send<schemas::KvRelease>(to, message);
 }
 
 std::vector<std::int32_t> to_vector(capnp::List<std::int32_t>::Reader list) {

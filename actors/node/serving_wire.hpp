@@ -10,7 +10,9 @@
 #include <vector>
 
 #include "gpu/sampling.hpp"
+#include "actors/node/transport_bridge.hpp"
 #include "schemas/common.capnp.h"
+#include "schemas/kv.capnp.h"
 #include "schemas/serving.capnp.h"
 
 namespace sy::actors::node {
@@ -19,6 +21,10 @@ void set_sampling(schemas::SamplingParams::Builder out, const gpu::SamplerConfig
                   bool stop_at_eos);
 gpu::SamplerConfig sampler_of(schemas::SamplingParams::Reader in);
 void set_node_ref(schemas::NodeRef::Builder out, const std::string& name, const std::string& address);
+// Sends KvRelease (kv.capnp) to `to`; nothing when `to` is invalid_peer. `why` is cut to the
+// message limit. What prefill and decode both send to give a reservation up.
+void send_kv_release(TransportBridge& bridge, transport::PeerId to, std::uint64_t request, std::uint64_t reservation,
+                     schemas::KvReleaseReason reason, const std::string& why);
 // A Cap'n Proto list of ids as a vector (capnp's iterators are not standard iterators).
 std::vector<std::int32_t> to_vector(capnp::List<std::int32_t>::Reader list);
 

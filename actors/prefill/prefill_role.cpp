@@ -14,7 +14,6 @@
 #include <utility>
 #include <vector>
 
-#include "actors/dispatch/placement_wire.hpp"
 #include "actors/dispatch/remote_experts.hpp"
 #include "actors/messages.hpp"
 #include "actors/node/serving_wire.hpp"
@@ -92,16 +91,7 @@ class PrefillRole final : public node::NodeRole {
     if (experts_) experts_->on_peer_change(change);
   }
   // A migration step from the controller: a commit switches the experts' placement.
-  void on_placement(const received<schemas::PlacementUpdate>& m) {
-    const auto u = m.reader();
-    if (u.getPhase() == schemas::PlacementPhase::COMMIT) experts_->install(dispatch::placement_of(u));
-    capnp::MallocMessageBuilder message;
-    auto a = message.initRoot<schemas::PlacementAck>();
-    a.setEpoch(u.getEpoch());
-    a.setPhase(u.getPhase());
-    a.setOk(true);
-    bridge_.send<schemas::PlacementAck>(m.from, message);
-  }
+  void on_placement(const received<schemas::PlacementUpdate>& m) { experts_->on_placement(m); }
 
  private:
   void on_peer_change(const node::PeerChange& change);
@@ -119,8 +109,6 @@ class PrefillRole final : public node::NodeRole {
     std::string message;
   };
   void end_job(std::uint64_t id, schemas::KvReleaseReason release_reason, const std::optional<Failure>& failure);
-  void send_release(tr::PeerId to, std::uint64_t request, std::uint64_t reservation, schemas::KvReleaseReason reason,
-                    const std::string& why);
   void send_failed(tr::PeerId router, std::uint64_t request, const Failure& failure);
   void send_first_token(std::uint64_t id, const Job& job, schemas::FinishReason finish);
   void log(const std::string& line) const {
@@ -179,20 +167,12 @@ model::BatcherOptions batcher_options(const PrefillRoleOptions& o) {
   return b;
 }
 
-std::unique_ptr<dispatch::RemoteExpertExecutor> make_experts(node::RoleContext& context, const PrefillRoleOptions& o) {
-  if (!o.expert_placement) return nullptr;
-  return std::make_unique<dispatch::RemoteExpertExecutor>(
-      context.bridge, context.peers, *o.expert_placement,
-      dispatch::RemoteExpertOptions{o.backend, o.numerics, std::chrono::milliseconds(4000), context.me.name,
-                                    context.metrics});
-}
-
 PrefillRole::PrefillRole(node::RoleContext& context, PrefillRoleOptions options)
     : me_(context.me),
       bridge_(context.bridge),
       peers_(context.peers),
       options_(checked(std::move(options))),
-      experts_(make_experts(context, options_)),
+      experts_(dispatch::make_remote_experts(context, options_.expert_placement, options_.backend, options_.numerics)),
       model_(options_.model_dir, *options_.backend, engine_options(options_), experts_.get()),
       batcher_(model_.engine(), batcher_options(options_)),
       dump_(options_.dump_logits_dir, model_.config().vocab_size) {
@@ -232,18 +212,6 @@ void PrefillRole::stop() {
   if (experts_) experts_->close();  // a step waiting on expert hosts ends now
   worker_.stop();
   caf::anon_send_exit(actor_, caf::exit_reason::user_shutdown);
-}
-
-void PrefillRole::send_release(tr::PeerId to, std::uint64_t request, std::uint64_t reservation,
-                               schemas::KvReleaseReason reason, const std::string& why) {
-  if (to == tr::invalid_peer) return;
-  capnp::MallocMessageBuilder message;
-  auto r = message.initRoot<schemas::KvRelease>();
-  r.setRequestId(request);
-  r.setReservationId(reservation);
-  r.setReason(reason);
-  r.setMessage(why.substr(0, schemas::limits::max_message_bytes));
-  bridge_.send<schemas::KvRelease>(to, message);
 }
 
 void PrefillRole::send_failed(tr::PeerId router, std::uint64_t request, const Failure& failure) {
@@ -328,14 +296,14 @@ void PrefillRole::on_reservation(const received<schemas::KvReservation>& m) {
   const auto r = m.reader();
   const std::uint64_t id = r.getRequestId();
   if (const auto late = release_on_grant_.find(id); late != release_on_grant_.end()) {
-    if (r.isGranted()) send_release(m.from, id, r.getGranted().getReservationId(), late->second.reason, "request ended");
+    if (r.isGranted()) node::send_kv_release(bridge_, m.from, id, r.getGranted().getReservationId(), late->second.reason, "request ended");
     release_on_grant_.erase(late);
     return;
   }
   const auto it = jobs_.find(id);
   if (it == jobs_.end() || it->second.grant) {
     ++unknown_messages_;
-    if (r.isGranted()) send_release(m.from, id, r.getGranted().getReservationId(), schemas::KvReleaseReason::CANCELLED,
+    if (r.isGranted()) node::send_kv_release(bridge_, m.from, id, r.getGranted().getReservationId(), schemas::KvReleaseReason::CANCELLED,
                                     "no such prefill job");
     return;
   }
@@ -430,7 +398,7 @@ void PrefillRole::end_job(std::uint64_t id, schemas::KvReleaseReason release_rea
     send_failed(job.router_peer, id, *failure);
   }
   if (job.grant) {
-    send_release(job.decode_peer, id, job.grant->reservation, release_reason,
+    node::send_kv_release(bridge_, job.decode_peer, id, job.grant->reservation, release_reason,
                  failure ? failure->message : std::string("request ended"));
   } else if (peers_.find(job.decode)) {
     release_on_grant_[id] = PendingRelease{release_reason, job.decode};  // the answer to our KvReserveRequest is still out
