@@ -84,9 +84,10 @@ print(sum(1 for l in range(n) if l >= c['first_k_dense_replace'] and l % c.get('
   balanced() { have_layers=$(query 'count by (layer) (switchyard_eplb_balancedness)' | wc -w); [ "$have_layers" -eq "$want_layers" ]; }
   wait_until 30 balanced || fail "$tag: switchyard_eplb_balancedness covers $have_layers of $want_layers MoE layers"
   # Every expert host reports a load per slot it holds (rows per second over its report period).
+  # (each host is scraped on its own schedule: wait until every one has been).
   local slot_series
-  slot_series=$(query 'count(switchyard_expert_slot_load_tokens)')
-  [ "$slot_series" = "=36" ] || fail "$tag: switchyard_expert_slot_load_tokens has $slot_series series, 36 slots expected"
+  all_slots() { slot_series=$(query 'count(switchyard_expert_slot_load_tokens)'); [ "$slot_series" = "=36" ]; }
+  wait_until 30 all_slots || fail "$tag: switchyard_expert_slot_load_tokens has $slot_series series, 36 slots expected"
   # Workers time every layer call's dispatch and combine.
   local calls
   calls=$(query 'sum(switchyard_moe_dispatch_seconds_count) + 0 * sum(switchyard_moe_combine_seconds_count)')
