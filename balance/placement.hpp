@@ -35,4 +35,25 @@ struct ExpertPlacement {
 ExpertPlacement initial_placement(int experts, int redundant, const std::vector<std::string>& hosts,
                                   const std::vector<bool>& moe_layers);
 
+// One operator pin: `slot` of a layer holds `expert` whatever the policy placed there.
+struct SlotPin {
+  int slot = 0;
+  int expert = 0;
+};
+
+// Makes one layer's phy2log honour `pins` while keeping every expert's replica count where it
+// can: for each pin in order, the slot gets its expert by swapping with a slot that holds it and
+// is not pinned (one on the same host first: free for serving, see balance/migration.hpp); when
+// every copy of the expert sits on pinned slots, the slot is overwritten, which needs the expert it
+// held to keep another replica. Throws std::invalid_argument naming the pin when a slot or expert
+// is out of range, two pins name one slot, or a pin cannot be met without leaving an expert with
+// no replica. slots_per_host >= 1 divides the row.
+void apply_pins(std::vector<int>& phy2log, const std::vector<SlotPin>& pins, int slots_per_host);
+
+// Whether `candidate` may replace `served` (an imported placement): the same hosts in the same
+// order, slots, experts, host of every slot and MoE layers, every slot's expert in [0, experts),
+// and every expert held at least once in every MoE layer. Returns the first problem, or "" when
+// there is none.
+std::string incompatibility(const ExpertPlacement& served, const ExpertPlacement& candidate);
+
 }  // namespace sy::balance
