@@ -10,6 +10,9 @@
 #ifdef SY_HAVE_GPU_CPU
 #include "gpu/cpu/kernels.hpp"
 #endif
+#ifdef SY_HAVE_GPU_CUDA
+#include "gpu/cuda/kernels.hpp"
+#endif
 
 namespace sy::apps {
 namespace {
@@ -20,6 +23,12 @@ struct Entry {
 };
 
 constexpr Entry kBackends[] = {
+#ifdef SY_HAVE_GPU_CUDA
+    // Opt-in, so never the default: its table stages host memory through the device on every
+    // call (weights included) until the engine keeps tensors on the GPU (gpu/cuda/README.md).
+    // Without a usable device, choosing it throws "cuda backend unavailable: no CUDA device: ...".
+    {"cuda", &gpu::cuda::backend},
+#endif
     {"ref", &gpu::ref::backend},
 #ifdef SY_HAVE_GPU_CPU
     {"cpu", &gpu::cpu::backend},
