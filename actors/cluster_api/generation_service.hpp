@@ -77,7 +77,8 @@ struct NodeInfo {
   std::string name;
   std::vector<std::string> roles;
   enum class Health { healthy, degraded, down } health = Health::healthy;
-  std::string detail;  // why not healthy; may be empty
+  std::string detail;  // why not healthy, or that it is draining; may be empty
+  bool draining = false;  // drained or draining: gets no new requests (OperatorService::drain)
 };
 
 // A snapshot for `status`; taken without waiting for a step.

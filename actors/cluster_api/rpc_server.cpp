@@ -5,12 +5,16 @@
 #include <kj/async-io.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <limits>
 #include <future>
 #include <mutex>
 #include <optional>
+#include <string_view>
 #include <stdexcept>
 #include <utility>
+#include <variant>
 #include <vector>
 
 #include "schemas/cluster.capnp.h"
@@ -18,9 +22,12 @@
 namespace sy::actors::cluster_api {
 
 struct RpcServer::Shared {
-  explicit Shared(GenerationService& s) : service(s) {}
+  Shared(GenerationService& s, OperatorService* o, std::string token)
+      : service(s), operators(o), admin_token(std::move(token)) {}
 
   GenerationService& service;
+  OperatorService* const operators;  // null: no operator calls
+  const std::string admin_token;     // empty: admin() always refused
   std::atomic<bool> closing{false};      // stop_accepting() was called: refuse new generate calls
   std::atomic<std::int64_t> active{0};   // generate calls in flight
   std::mutex mutex;
@@ -218,6 +225,238 @@ kj::Promise<GenerationSummary> pump(std::shared_ptr<SinkBridge> bridge, schemas:
 // flags (capnp deletes them through Capability::Server, whose destructor is virtual).
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wnon-virtual-dtor"
+// ---- Operator calls.
+
+[[noreturn]] void throw_operator(const OperatorError& e) {
+  kj::throwFatalException(to_kj(GenerationError{e.kind, e.what()}));
+}
+
+OperatorService& operators_of(const std::shared_ptr<RpcServer::Shared>& shared) {
+  if (shared->operators == nullptr) {
+    throw_kj(kj::Exception::Type::DISCONNECTED,
+             "unavailable: this server has no expert parallelism to operate (no controller)");
+  }
+  return *shared->operators;
+}
+
+// Runs a synchronous operator call, turning OperatorError into the API's exception.
+template <typename F>
+auto call(F&& f) -> decltype(f()) {
+  try {
+    return f();
+  } catch (const OperatorError& e) {
+    throw_operator(e);
+  }
+}
+
+// An asynchronous operator call: `start` gets the callback the service calls (on its thread) once.
+// The result waits in a slot beside a void fulfiller (a variant through kj's promise trips GCC
+// 12's maybe-uninitialized analysis).
+template <typename T, typename Start>
+kj::Promise<T> await_result(Start&& start) {
+  struct Slot {
+    std::mutex mutex;
+    std::optional<OperatorResult<T>> result;  // GUARDED_BY(mutex)
+    kj::Own<kj::CrossThreadPromiseFulfiller<void>> fulfiller;
+  };
+  auto paf = kj::newPromiseAndCrossThreadFulfiller<void>();
+  auto slot = std::make_shared<Slot>();
+  slot->fulfiller = kj::mv(paf.fulfiller);
+  start(OperatorCallback<T>([slot](OperatorResult<T> result) {
+    {
+      std::lock_guard lock(slot->mutex);
+      slot->result.emplace(std::move(result));
+    }
+    slot->fulfiller->fulfill();
+  }));
+  return paf.promise.then([slot]() -> T {
+    std::lock_guard lock(slot->mutex);
+    if (const OperatorError* e = std::get_if<OperatorError>(&*slot->result)) throw_operator(*e);
+    return std::get<T>(std::move(*slot->result));
+  });
+}
+
+void fill(schemas::Placement::Builder out, const balance::ExpertPlacement& p) {
+  out.setEpoch(p.epoch);
+  out.setExperts(static_cast<std::uint32_t>(p.experts));
+  out.setSlots(static_cast<std::uint32_t>(p.slots));
+  out.setNumLayers(static_cast<std::uint16_t>(p.phy2log.size()));
+  auto hosts = out.initHosts(static_cast<unsigned>(p.hosts.size()));
+  for (unsigned i = 0; i < p.hosts.size(); ++i) hosts.set(i, p.hosts[i]);
+  auto host_of_slot = out.initHostOfSlot(static_cast<unsigned>(p.host_of_slot.size()));
+  for (unsigned i = 0; i < p.host_of_slot.size(); ++i) host_of_slot.set(i, static_cast<std::uint16_t>(p.host_of_slot[i]));
+  unsigned moe = 0;
+  for (int l = 0; l < static_cast<int>(p.phy2log.size()); ++l) moe += p.is_moe_layer(l) ? 1 : 0;
+  auto layers = out.initLayers(moe);
+  unsigned i = 0;
+  for (int l = 0; l < static_cast<int>(p.phy2log.size()); ++l) {
+    if (!p.is_moe_layer(l)) continue;
+    auto layer = layers[i++];
+    layer.setLayer(static_cast<std::uint16_t>(l));
+    const std::vector<int>& row = p.phy2log[static_cast<std::size_t>(l)];
+    auto slots = layer.initPhy2log(static_cast<unsigned>(row.size()));
+    for (unsigned s = 0; s < row.size(); ++s) slots.set(s, static_cast<std::uint32_t>(row[s]));
+  }
+}
+
+// The wire form back into a placement; what it must agree with is checked by the controller.
+balance::ExpertPlacement parse(schemas::Placement::Reader r) {
+  balance::ExpertPlacement p;
+  p.epoch = r.getEpoch();
+  p.experts = static_cast<int>(r.getExperts());
+  p.slots = static_cast<int>(r.getSlots());
+  for (const auto h : r.getHosts()) p.hosts.emplace_back(h.cStr(), h.size());
+  for (const std::uint16_t h : r.getHostOfSlot()) p.host_of_slot.push_back(h);
+  p.phy2log.resize(r.getNumLayers());
+  for (const auto layer : r.getLayers()) {
+    const unsigned l = layer.getLayer();
+    if (l >= p.phy2log.size()) {
+      throw_kj(kj::Exception::Type::FAILED,
+               fmt::format("bad request: placement layer {} is outside numLayers {}", l, p.phy2log.size()));
+    }
+    if (!p.phy2log[l].empty()) throw_kj(kj::Exception::Type::FAILED, fmt::format("bad request: placement lists layer {} twice", l));
+    if (layer.getPhy2log().size() == 0) {
+      throw_kj(kj::Exception::Type::FAILED, fmt::format("bad request: placement layer {} has no slots", l));
+    }
+    for (const std::uint32_t e : layer.getPhy2log()) {
+      p.phy2log[l].push_back(e > static_cast<std::uint32_t>(std::numeric_limits<int>::max()) ? -1 : static_cast<int>(e));
+    }
+  }
+  return p;
+}
+
+void fill(schemas::RebalanceRound::Builder out, const RoundInfo& r) {
+  out.setEpoch(r.epoch);
+  out.setOutcome(r.outcome);
+  out.setDetail(r.detail);
+  out.setTrigger(r.trigger);
+  out.setMoves(static_cast<std::uint32_t>(r.moves));
+  out.setBytes(r.bytes);
+  out.setBalancednessBefore(r.balancedness_before);
+  out.setBalancednessAfter(r.balancedness_after);
+  out.setSeconds(r.seconds);
+  out.setStartedUnixMs(r.started_unix_ms);
+}
+
+void fill(schemas::RebalancePlan::Builder out, const RoundPlan& plan) {
+  fill(out.initRound(), plan.round);
+  auto moves = out.initMoves(static_cast<unsigned>(plan.moves.size()));
+  for (unsigned i = 0; i < plan.moves.size(); ++i) {
+    const MoveInfo& m = plan.moves[i];
+    moves[i].setLayer(static_cast<std::uint16_t>(m.layer));
+    moves[i].setSlot(static_cast<std::uint32_t>(m.slot));
+    moves[i].setHost(m.host);
+    moves[i].setFromExpert(static_cast<std::uint32_t>(m.from_expert));
+    moves[i].setToExpert(static_cast<std::uint32_t>(m.to_expert));
+  }
+  const std::size_t n = std::min({plan.layers.size(), plan.before.size(), plan.after.size()});
+  auto layers = out.initLayers(static_cast<unsigned>(n));
+  for (unsigned i = 0; i < n; ++i) {
+    layers[i].setLayer(static_cast<std::uint16_t>(plan.layers[i]));
+    layers[i].setBefore(plan.before[i]);
+    layers[i].setAfter(plan.after[i]);
+  }
+}
+
+void fill(schemas::BalancingSettings::Builder out, const BalancingSettings& s) {
+  out.setPaused(s.paused);
+  out.setIntervalS(s.interval_s);
+  out.setThreshold(s.threshold);
+  out.setPolicy(s.policy);
+  auto pins = out.initPins(static_cast<unsigned>(s.pins.size()));
+  for (unsigned i = 0; i < s.pins.size(); ++i) {
+    pins[i].setLayer(static_cast<std::uint16_t>(s.pins[i].layer));
+    pins[i].setSlot(static_cast<std::uint32_t>(s.pins[i].slot));
+    pins[i].setExpert(static_cast<std::uint32_t>(s.pins[i].expert));
+  }
+  out.setEpoch(s.epoch);
+  out.setRoundRunning(s.round_running);
+  out.setNextRoundInS(s.next_round_in_s);
+}
+
+// Equal without telling, by timing, how much of a guess matched.
+bool same_token(std::string_view a, std::string_view b) {
+  unsigned char diff = a.size() == b.size() ? 0 : 1;
+  for (std::size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i % std::max<std::size_t>(b.size(), 1)]);
+  return diff == 0 && !b.empty();
+}
+
+class AdminImpl final : public schemas::Admin::Server {
+ public:
+  explicit AdminImpl(std::shared_ptr<RpcServer::Shared> shared) : shared_(std::move(shared)) {}
+
+ protected:
+  kj::Promise<void> rebalance(RebalanceContext context) override {
+    OperatorService& ops = operators_of(shared_);
+    return await_result<RoundPlan>([&ops](OperatorCallback<RoundPlan> done) { ops.rebalance(std::move(done)); })
+        .then([context](RoundPlan plan) mutable { fill(context.getResults().initPlan(), plan); });
+  }
+  kj::Promise<void> importPlacement(ImportPlacementContext context) override {
+    OperatorService& ops = operators_of(shared_);
+    balance::ExpertPlacement p = parse(context.getParams().getPlacement());
+    auto shared_p = std::make_shared<balance::ExpertPlacement>(std::move(p));
+    return await_result<RoundPlan>([&ops, shared_p](OperatorCallback<RoundPlan> done) {
+             ops.import_placement(std::move(*shared_p), std::move(done));
+           })
+        .then([context](RoundPlan plan) mutable { fill(context.getResults().initPlan(), plan); });
+  }
+  kj::Promise<void> pause(PauseContext context) override {
+    return settings(context, [](OperatorService& ops) { return ops.set_paused(true); });
+  }
+  kj::Promise<void> resume(ResumeContext context) override {
+    return settings(context, [](OperatorService& ops) { return ops.set_paused(false); });
+  }
+  kj::Promise<void> setInterval(SetIntervalContext context) override {
+    const double seconds = context.getParams().getSeconds();
+    return settings(context, [seconds](OperatorService& ops) { return ops.set_interval(seconds); });
+  }
+  kj::Promise<void> setThreshold(SetThresholdContext context) override {
+    const double threshold = context.getParams().getThreshold();
+    return settings(context, [threshold](OperatorService& ops) { return ops.set_threshold(threshold); });
+  }
+  kj::Promise<void> pin(PinContext context) override {
+    const auto p = context.getParams();
+    const PinInfo pin{p.getLayer(), static_cast<int>(std::min<std::uint32_t>(p.getSlot(), 1u << 30)),
+                      static_cast<int>(std::min<std::uint32_t>(p.getExpert(), 1u << 30))};
+    return settings(context, [pin](OperatorService& ops) { return ops.pin(pin); });
+  }
+  kj::Promise<void> unpin(UnpinContext context) override {
+    const auto p = context.getParams();
+    const int layer = p.getLayer();
+    const int slot = static_cast<int>(std::min<std::uint32_t>(p.getSlot(), 1u << 30));
+    return settings(context, [layer, slot](OperatorService& ops) { return ops.unpin(layer, slot); });
+  }
+  kj::Promise<void> drain(DrainContext context) override {
+    OperatorService& ops = operators_of(shared_);
+    std::string node = context.getParams().getNode().cStr();
+    context.allowCancellation();
+    return await_result<DrainReport>([&ops, node](OperatorCallback<DrainReport> done) { ops.drain(node, std::move(done)); })
+        .then([context](DrainReport r) mutable {
+          auto out = context.getResults().initReport();
+          out.setNode(r.node);
+          out.setRequestsAtStart(static_cast<std::uint32_t>(r.requests_at_start));
+          out.setSeconds(r.seconds);
+        });
+  }
+  kj::Promise<void> undrain(UndrainContext context) override {
+    OperatorService& ops = operators_of(shared_);
+    const std::string node = context.getParams().getNode().cStr();
+    call([&] { ops.undrain(node); });
+    return kj::READY_NOW;
+  }
+
+ private:
+  template <typename Context, typename F>
+  kj::Promise<void> settings(Context& context, F&& f) {
+    OperatorService& ops = operators_of(shared_);
+    const BalancingSettings s = call([&] { return f(ops); });
+    fill(context.getResults().initSettings(), s);
+    return kj::READY_NOW;
+  }
+
+  std::shared_ptr<RpcServer::Shared> shared_;
+};
+
 class ClusterImpl final : public schemas::Cluster::Server {
  public:
   explicit ClusterImpl(std::shared_ptr<RpcServer::Shared> shared) : shared_(std::move(shared)) {}
@@ -262,6 +501,7 @@ class ClusterImpl final : public schemas::Cluster::Server {
                      : n.health == NodeInfo::Health::degraded ? schemas::Health::DEGRADED
                                                               : schemas::Health::DOWN);
       node.setDetail(n.detail);
+      node.setDraining(n.draining);
     }
     out.setRunning(static_cast<std::uint32_t>(s.running));
     out.setWaiting(static_cast<std::uint32_t>(s.waiting));
@@ -274,6 +514,66 @@ class ClusterImpl final : public schemas::Cluster::Server {
     out.setFailed(static_cast<std::uint64_t>(s.failed));
     out.setRefused(static_cast<std::uint64_t>(s.refused));
     out.setMtp(s.mtp);
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> expertLoad(ExpertLoadContext context) override {
+    const ExpertLoadInfo load = call([&] { return operators_of(shared_).expert_load(); });
+    auto out = context.getResults().initLoad();
+    out.setWindowS(load.window_s);
+    out.setReports(static_cast<std::uint32_t>(load.reports));
+    out.setExperts(static_cast<std::uint32_t>(load.experts));
+    auto layers = out.initLayers(static_cast<unsigned>(load.layers.size()));
+    for (unsigned i = 0; i < load.layers.size(); ++i) {
+      const LayerLoadInfo& l = load.layers[i];
+      layers[i].setLayer(static_cast<std::uint16_t>(l.layer));
+      layers[i].setTokens(kj::ArrayPtr<const std::uint64_t>(l.tokens.data(), l.tokens.size()));
+      layers[i].setBalancedness(l.balancedness);
+    }
+    auto hosts = out.initHosts(static_cast<unsigned>(load.hosts.size()));
+    for (unsigned i = 0; i < load.hosts.size(); ++i) {
+      hosts[i].setName(load.hosts[i].first);
+      hosts[i].setTokens(load.hosts[i].second);
+    }
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> placement(PlacementContext context) override {
+    const balance::ExpertPlacement p = call([&] { return operators_of(shared_).placement(); });
+    fill(context.getResults().initPlacement(), p);
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> history(HistoryContext context) override {
+    const std::vector<RoundInfo> rounds = call([&] { return operators_of(shared_).history(); });
+    auto out = context.getResults().initRounds(static_cast<unsigned>(rounds.size()));
+    for (unsigned i = 0; i < rounds.size(); ++i) fill(out[i], rounds[i]);
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> balancing(BalancingContext context) override {
+    const BalancingSettings s = call([&] { return operators_of(shared_).balancing(); });
+    fill(context.getResults().initSettings(), s);
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> planRebalance(PlanRebalanceContext context) override {
+    OperatorService& ops = operators_of(shared_);
+    return await_result<RoundPlan>([&ops](OperatorCallback<RoundPlan> done) { ops.plan_rebalance(std::move(done)); })
+        .then([context](RoundPlan plan) mutable { fill(context.getResults().initPlan(), plan); });
+  }
+
+  kj::Promise<void> admin(AdminContext context) override {
+    const auto token = context.getParams().getToken();
+    if (shared_->admin_token.empty()) {
+      throw_kj(kj::Exception::Type::FAILED,
+               "permission denied: this server has no admin token configured ([cluster] admin_token or "
+               "SY_ADMIN_TOKEN)");
+    }
+    if (!same_token(std::string_view(token.cStr(), token.size()), shared_->admin_token)) {
+      throw_kj(kj::Exception::Type::FAILED, "permission denied: wrong admin token");
+    }
+    context.getResults().setAdmin(kj::heap<AdminImpl>(shared_));
     return kj::READY_NOW;
   }
 
@@ -338,8 +638,8 @@ void serve(std::shared_ptr<RpcServer::Shared> shared, std::string listen, std::p
 
 }  // namespace
 
-RpcServer::RpcServer(GenerationService& service, RpcServerOptions options)
-    : shared_(std::make_shared<Shared>(service)) {
+RpcServer::RpcServer(GenerationService& service, RpcServerOptions options, OperatorService* operators)
+    : shared_(std::make_shared<Shared>(service, operators, options.admin_token)) {
   std::promise<std::string> ready;
   std::future<std::string> bound = ready.get_future();
   loop_ = std::thread([shared = shared_, listen = options.listen, ready = std::move(ready)]() mutable {

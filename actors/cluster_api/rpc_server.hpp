@@ -1,5 +1,7 @@
 // The Cap'n Proto server of the cluster API (schemas/cluster.capnp): answers Cluster.generate and
-// Cluster.status on a GenerationService. Its kj event loop runs on its own thread; a generate
+// Cluster.status on a GenerationService, and the operator calls (expertLoad, placement, history,
+// balancing, planRebalance, and Admin's after admin(token)) on an OperatorService; the long ones
+// (rounds, drains) answer from the service's thread through a kj cross-thread fulfiller. Its kj event loop runs on its own thread; a generate
 // call hands the service a sink whose token batches cross to that loop (a mutex-guarded buffer
 // plus a kj cross-thread wake-up) and are pushed to the client's TokenSink under Cap'n Proto
 // stream flow control, coalescing tokens while a push is in flight. A cancelled call (client
@@ -13,6 +15,7 @@
 #include <thread>
 
 #include "actors/cluster_api/generation_service.hpp"
+#include "actors/cluster_api/operator_service.hpp"
 
 namespace sy::actors::cluster_api {
 
@@ -21,13 +24,17 @@ struct RpcServerOptions {
   // socket file is removed first). Loopback by default (DESIGN.md: bind to loopback unless
   // configured otherwise).
   std::string listen = "127.0.0.1:7433";
+  // The token Cluster.admin(token) must present to get the mutating calls; empty: none
+  // configured, and admin() is always refused.
+  std::string admin_token;
 };
 
 class RpcServer {
  public:
   // Binds and starts serving before it returns. Throws std::runtime_error naming the address
   // when it cannot be parsed or bound; no thread is left running then.
-  RpcServer(GenerationService& service, RpcServerOptions options);
+  // `operators` (may be null: the operator calls then answer "unavailable") must outlive the server.
+  RpcServer(GenerationService& service, RpcServerOptions options, OperatorService* operators = nullptr);
   ~RpcServer();  // stop()
   RpcServer(const RpcServer&) = delete;
   RpcServer& operator=(const RpcServer&) = delete;

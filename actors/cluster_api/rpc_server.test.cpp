@@ -28,6 +28,12 @@
 namespace sy::actors::cluster_api {
 namespace {
 
+RpcServerOptions listen_on(std::string address) {
+  RpcServerOptions o;
+  o.listen = std::move(address);
+  return o;
+}
+
 using schemas::Cluster;
 using schemas::TokenSink;
 
@@ -148,7 +154,7 @@ std::filesystem::path* ClusterApi::model_dir_ = nullptr;
 
 TEST_F(ClusterApi, FourConcurrentGreedyRequestsMatchGenerateAlone) {
   auto service = make_service();
-  RpcServer server(*service, RpcServerOptions{"127.0.0.1:0"});
+  RpcServer server(*service, listen_on("127.0.0.1:0"));
   ASSERT_TRUE(server.address().starts_with("127.0.0.1:")) << server.address();
   capnp::EzRpcClient client(server.address());
   auto& ws = client.getWaitScope();
@@ -204,7 +210,7 @@ TEST_F(ClusterApi, FourConcurrentGreedyRequestsMatchGenerateAlone) {
 
 TEST_F(ClusterApi, StreamsALongGenerationInOrderOverSeveralPushes) {
   auto service = make_service();
-  RpcServer server(*service, RpcServerOptions{"127.0.0.1:0"});
+  RpcServer server(*service, listen_on("127.0.0.1:0"));
   capnp::EzRpcClient client(server.address());
   auto& ws = client.getWaitScope();
   Cluster::Client cluster = client.getMain<Cluster>();
@@ -218,7 +224,7 @@ TEST_F(ClusterApi, StreamsALongGenerationInOrderOverSeveralPushes) {
 
 TEST_F(ClusterApi, BadInputFailsClearlyAndTheServerKeepsServing) {
   auto service = make_service();
-  RpcServer server(*service, RpcServerOptions{"127.0.0.1:0"});
+  RpcServer server(*service, listen_on("127.0.0.1:0"));
   capnp::EzRpcClient client(server.address());
   auto& ws = client.getWaitScope();
   Cluster::Client cluster = client.getMain<Cluster>();
@@ -268,7 +274,7 @@ TEST_F(ClusterApi, BadInputFailsClearlyAndTheServerKeepsServing) {
 
 TEST_F(ClusterApi, AFullKvPoolRefusesRetryablyAndAnOversizeRequestIsBad) {
   auto service = make_service(/*kv_pages=*/40);
-  RpcServer server(*service, RpcServerOptions{"127.0.0.1:0"});
+  RpcServer server(*service, listen_on("127.0.0.1:0"));
   capnp::EzRpcClient client(server.address());
   auto& ws = client.getWaitScope();
   Cluster::Client cluster = client.getMain<Cluster>();
@@ -299,7 +305,7 @@ TEST_F(ClusterApi, AFullKvPoolRefusesRetryablyAndAnOversizeRequestIsBad) {
 
 TEST_F(ClusterApi, DroppingTheCallMidStreamCancelsTheRequestAndFreesItsPages) {
   auto service = make_service();
-  RpcServer server(*service, RpcServerOptions{"127.0.0.1:0"});
+  RpcServer server(*service, listen_on("127.0.0.1:0"));
   capnp::EzRpcClient client(server.address());
   auto& ws = client.getWaitScope();
   Cluster::Client cluster = client.getMain<Cluster>();
@@ -335,7 +341,7 @@ TEST_F(ClusterApi, ShutdownRefusesNewCallsAndABadAddressIsNamed) {
   EXPECT_THROW(
       {
         try {
-          RpcServer bad(*service, RpcServerOptions{"256.1.2.3:0"});
+          RpcServer bad(*service, listen_on("256.1.2.3:0"));
         } catch (const std::runtime_error& e) {
           EXPECT_NE(std::string(e.what()).find("256.1.2.3"), std::string::npos) << e.what();
           throw;
@@ -343,7 +349,7 @@ TEST_F(ClusterApi, ShutdownRefusesNewCallsAndABadAddressIsNamed) {
       },
       std::runtime_error);
 
-  RpcServer server(*service, RpcServerOptions{"127.0.0.1:0"});
+  RpcServer server(*service, listen_on("127.0.0.1:0"));
   capnp::EzRpcClient client(server.address());
   auto& ws = client.getWaitScope();
   Cluster::Client cluster = client.getMain<Cluster>();

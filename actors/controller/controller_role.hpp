@@ -12,6 +12,9 @@
 // nothing else changed, serving never paused, and the next round starts from N. A host that
 // (re)joins is sent the current placement at once. Requests in flight never fail or change
 // output: expert math does not depend on where it runs, and hosts answer every epoch they serve.
+// Operators (the cluster API's Admin calls) run rounds now, dry-run them, import a placement,
+// pause/resume, change the interval and threshold, and pin experts to slots (applied to every
+// planned placement by balance::apply_pins).
 // Metrics: rounds by outcome, moves, placement epoch, balancedness per layer, round seconds.
 // Threading: a thin CAF actor posts acks to the role's own thread, which owns the round state.
 #pragma once
@@ -20,9 +23,11 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "actors/cluster_api/operator_service.hpp"
 #include "actors/load_stats/load_stats_role.hpp"
 #include "actors/node/node_role.hpp"
 #include "balance/placement.hpp"
@@ -39,21 +44,28 @@ struct ControllerOptions {
   std::string policy = "eplb";  // balance::placement_policy_from_name
 };
 
-// One round as the history keeps it.
-struct RoundRecord {
-  std::uint64_t epoch = 0;       // the epoch the round tried to install
-  std::string outcome;           // "completed", "skipped", "failed"
-  std::string detail;            // why (skipped: the gain; failed: the step and the host)
-  std::int64_t moves = 0;
-  double balancedness_before = 0;
-  double balancedness_after = 0;  // predicted
-  double seconds = 0;
-};
+// One round as the history keeps it (and as the cluster API shows it).
+using RoundRecord = cluster_api::RoundInfo;
 
+// The operator's side (schemas/cluster.capnp, served through the router role): every method from
+// any thread. Settings and pins take effect at once (the next automatic round is rescheduled);
+// rounds run on the role's thread and answer through the callback when they end.
 class ControllerRole : public node::NodeRole {
  public:
   // Rounds so far, oldest first (bounded).
   virtual std::vector<RoundRecord> history() const = 0;
+  virtual balance::ExpertPlacement placement() const = 0;
+  virtual cluster_api::BalancingSettings settings() const = 0;
+  // The round the controller would run now, not run ("planned"); or why there is none.
+  virtual void plan(cluster_api::OperatorCallback<cluster_api::RoundPlan> done) = 0;
+  // A round now (trigger "operator"), or toward an imported placement (trigger "import").
+  virtual void run_round(std::optional<balance::ExpertPlacement> target,
+                         cluster_api::OperatorCallback<cluster_api::RoundPlan> done) = 0;
+  virtual cluster_api::BalancingSettings set_paused(bool paused) = 0;
+  virtual cluster_api::BalancingSettings set_interval(double seconds) = 0;    // 1..86400
+  virtual cluster_api::BalancingSettings set_threshold(double threshold) = 0;  // 0..1
+  virtual cluster_api::BalancingSettings pin(cluster_api::PinInfo pin) = 0;
+  virtual cluster_api::BalancingSettings unpin(int layer, int slot) = 0;
 };
 
 std::unique_ptr<ControllerRole> make_controller_role(node::RoleContext& context, ControllerOptions options);

@@ -20,6 +20,7 @@ using Clock = std::chrono::steady_clock;
 
 struct Report {
   Clock::time_point received;
+  std::string host;
   std::int64_t layers = 0;
   std::int64_t experts = 0;
   std::vector<std::uint64_t> tokens;  // [layers * experts]
@@ -46,6 +47,7 @@ class Role final : public LoadStatsRole {
   LoadSnapshot snapshot() const override {
     std::lock_guard lock(mutex_);
     LoadSnapshot s;
+    s.window_s = std::chrono::duration<double>(options_.window).count();
     const Clock::time_point since = Clock::now() - options_.window;
     for (const Report& r : history_) {
       if (r.received < since) continue;
@@ -55,6 +57,8 @@ class Role final : public LoadStatsRole {
         s.tokens.assign(static_cast<std::size_t>(r.layers), std::vector<std::uint64_t>(static_cast<std::size_t>(r.experts)));
       }
       if (r.layers != s.layers || r.experts != s.experts) continue;  // another model shape: not comparable
+      std::uint64_t& host_total = s.host_tokens[r.host];
+      for (const std::uint64_t v : r.tokens) host_total += v;
       for (std::int64_t l = 0; l < r.layers; ++l) {
         for (std::int64_t e = 0; e < r.experts; ++e) {
           s.tokens[static_cast<std::size_t>(l)][static_cast<std::size_t>(e)] += r.tokens[static_cast<std::size_t>(l * r.experts + e)];
@@ -68,7 +72,7 @@ class Role final : public LoadStatsRole {
  private:
   void add(const received<schemas::ExpertLoadReport>& m) {
     const auto r = m.reader();
-    Report report{Clock::now(), r.getLayers(), r.getExperts(), {}};
+    Report report{Clock::now(), r.getHost(), r.getLayers(), r.getExperts(), {}};
     report.tokens.reserve(r.getTokens().size());
     for (const std::uint64_t v : r.getTokens()) report.tokens.push_back(v);
     std::lock_guard lock(mutex_);

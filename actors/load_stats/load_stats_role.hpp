@@ -9,7 +9,9 @@
 
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "actors/node/node_role.hpp"
@@ -27,6 +29,8 @@ struct LoadSnapshot {
   std::int64_t experts = 0;
   std::vector<std::vector<std::uint64_t>> tokens;
   std::size_t reports = 0;  // reports in the window
+  double window_s = 0;      // the window's length
+  std::map<std::string, std::uint64_t> host_tokens;  // token rows each reporting host ran in it
 };
 
 class LoadStatsRole : public node::NodeRole {

@@ -10,6 +10,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <stdexcept>
 #include <thread>
 #include <tuple>
@@ -23,6 +24,7 @@
 #include "actors/http_api/openai_server.hpp"
 #include "actors/messages.hpp"
 #include "actors/node/serving_wire.hpp"
+#include "balance/migration.hpp"
 #include "model/config.hpp"
 #include "model/kv_cache.hpp"
 #include "model/tokenizer.hpp"
@@ -120,7 +122,14 @@ struct DecodeLoad {
   std::int64_t live = 0;  // requests of this router it holds now
 };
 
-class RouterRole final : public node::NodeRole, public api::GenerationService {
+// A drain in progress (router thread): who waits for the node to empty.
+struct Drain {
+  Clock::time_point started;
+  std::int64_t at_start = 0;
+  std::vector<api::OperatorCallback<api::DrainReport>> waiters;
+};
+
+class RouterRole final : public node::NodeRole, public api::GenerationService, public api::OperatorService {
  public:
   RouterRole(node::RoleContext& context, RouterRoleOptions options);
   ~RouterRole() override { stop(); }
@@ -131,6 +140,23 @@ class RouterRole final : public node::NodeRole, public api::GenerationService {
   api::RequestId submit(api::GenerateInput input, std::shared_ptr<api::GenerationSink> sink) override;
   void cancel(api::RequestId id) override;
   api::StatusSnapshot status() override;
+
+  // OperatorService: forwarded to the controller and load_stats roles of this node.
+  api::ExpertLoadInfo expert_load() override;
+  balance::ExpertPlacement placement() override { return controller().placement(); }
+  std::vector<api::RoundInfo> history() override { return controller().history(); }
+  api::BalancingSettings balancing() override { return controller().settings(); }
+  void plan_rebalance(api::OperatorCallback<api::RoundPlan> done) override;
+  void rebalance(api::OperatorCallback<api::RoundPlan> done) override;
+  void import_placement(balance::ExpertPlacement placement, api::OperatorCallback<api::RoundPlan> done) override;
+  api::BalancingSettings set_paused(bool paused) override { return controller().set_paused(paused); }
+  api::BalancingSettings set_interval(double seconds) override { return controller().set_interval(seconds); }
+  api::BalancingSettings set_threshold(double threshold) override { return controller().set_threshold(threshold); }
+  api::BalancingSettings pin(api::PinInfo pin) override { return controller().pin(pin); }
+  api::BalancingSettings unpin(int layer, int slot) override { return controller().unpin(layer, slot); }
+  // Drains are the router's own (router thread).
+  void drain(std::string node, api::OperatorCallback<api::DrainReport> done) override;
+  void undrain(const std::string& node) override;
 
   void post(std::function<void()> task) { worker_.post(std::move(task)); }
 
@@ -152,6 +178,12 @@ class RouterRole final : public node::NodeRole, public api::GenerationService {
   void send_cancel(const Live& live, api::RequestId id, schemas::CancelReason reason);
   void on_peer_change(const node::PeerChange& change);
   void watchdog();
+  controller::ControllerRole& controller() const;
+  // Requests of this router that `node` holds (as decode, or as prefill before the first token).
+  std::int64_t held_by(const std::string& node) const;
+  // Answers the drains whose node emptied.
+  void check_drains();
+  bool draining(const std::string& node) const;  // REQUIRES status_mutex_
   void log(const std::string& line) const {
     std::fprintf(stderr, "switchyard node %s: router: %s\n", me_.name.c_str(), line.c_str());
   }
@@ -176,10 +208,12 @@ class RouterRole final : public node::NodeRole, public api::GenerationService {
   std::size_t prefill_turn_ = 0;
   std::size_t decode_turn_ = 0;
   std::uint64_t late_messages_ = 0;  // for requests that already ended (or were never ours)
+  std::map<std::string, Drain> drains_;  // drains not yet answered, by node
 
   // Shared with status(); guarded by status_mutex_.
   mutable std::mutex status_mutex_;
   std::map<std::string, DecodeLoad> loads_;  // by decode node name
+  std::set<std::string> draining_;           // drained or draining nodes: no new requests
   std::int64_t completed_ = 0, cancelled_ = 0, failed_ = 0, refused_ = 0, in_flight_ = 0;
 
   tr::TaskThread worker_;
@@ -211,7 +245,11 @@ RouterRole::RouterRole(node::RoleContext& context, RouterRoleOptions options)
       [role](const node::PeerChange& change) { role->post([role, change] { role->on_peer_change(change); }); });
   worker_.post_after(std::chrono::seconds(1), [role] { role->watchdog(); });
   if (!options_.rpc_listen.empty()) {
-    rpc_ = std::make_unique<api::RpcServer>(*this, api::RpcServerOptions{options_.rpc_listen});
+    if ((options_.controller == nullptr) != (options_.stats == nullptr)) {
+      throw std::invalid_argument("router role: the controller and load_stats back ends come together");
+    }
+    rpc_ = std::make_unique<api::RpcServer>(*this, api::RpcServerOptions{options_.rpc_listen, options_.admin_token},
+                                            options_.controller != nullptr ? this : nullptr);
     log("cluster API listening on " + rpc_->address());
   }
   if (!options_.http_listen.empty()) {
@@ -313,9 +351,9 @@ void RouterRole::start(api::RequestId id, api::GenerateInput input, std::shared_
   }
   const std::int64_t pages = model::KvCache::pages_for(static_cast<std::int64_t>(prompt.size()) + input.max_tokens);
   const std::optional<std::string> decode = pick_decode(pages);
-  if (!decode) return refuse(api::ErrorKind::unavailable, "no decode node is up; retry later");
+  if (!decode) return refuse(api::ErrorKind::unavailable, "no decode node is up and undrained; retry later");
   const std::optional<std::string> prefill = pick_prefill();
-  if (!prefill) return refuse(api::ErrorKind::unavailable, "no prefill node is up; retry later");
+  if (!prefill) return refuse(api::ErrorKind::unavailable, "no prefill node is up and undrained; retry later");
   const auto prefill_peer = peers_.find(*prefill);
   const config::NodeConfig* decode_node = cluster_.find_node(*decode);
   if (!prefill_peer || decode_node == nullptr) return refuse(api::ErrorKind::unavailable, "a worker just went away; retry");
@@ -355,6 +393,7 @@ std::optional<std::string> RouterRole::pick_decode(std::int64_t pages) {
   std::tuple<bool, std::int64_t, std::int64_t, std::size_t> best_key{};
   for (std::size_t k = 0; k < up.size(); ++k) {
     const std::size_t i = (decode_turn_ + k) % up.size();
+    if (draining(up[i])) continue;
     const DecodeLoad& load = loads_[up[i]];
     const std::int64_t free = load.reported ? load.free_pages - load.pages_sent_since_report : 0;
     const bool fits = !load.reported || free >= pages;
@@ -369,7 +408,11 @@ std::optional<std::string> RouterRole::pick_decode(std::int64_t pages) {
 }
 
 std::optional<std::string> RouterRole::pick_prefill() {
-  const std::vector<std::string> up = peers_.with_role(config::Role::prefill);
+  std::vector<std::string> up = peers_.with_role(config::Role::prefill);
+  {
+    std::lock_guard lock(status_mutex_);
+    std::erase_if(up, [this](const std::string& n) { return draining(n); });
+  }
   if (up.empty()) return std::nullopt;
   return up[prefill_turn_++ % up.size()];
 }
@@ -461,6 +504,7 @@ void RouterRole::finish(api::RequestId id, api::Finish how) {
   }
   live_.erase(it);
   sink->on_done(summary);
+  check_drains();
 }
 
 void RouterRole::fail(api::RequestId id, const api::GenerationError& error, bool tell_workers, Outcome outcome) {
@@ -477,6 +521,7 @@ void RouterRole::fail(api::RequestId id, const api::GenerationError& error, bool
   }
   live_.erase(it);
   sink->on_error(error);
+  check_drains();
 }
 
 void RouterRole::send_cancel(const Live& live, api::RequestId id, schemas::CancelReason reason) {
@@ -582,6 +627,11 @@ api::StatusSnapshot RouterRole::status() {
     s.nodes.push_back(std::move(info));
   }
   std::lock_guard lock(status_mutex_);
+  for (api::NodeInfo& info : s.nodes) {
+    if (!draining(info.name)) continue;
+    info.draining = true;
+    if (info.detail.empty()) info.detail = "drained: gets no new requests";
+  }
   std::int64_t decode_nodes = 0;
   for (const auto& [name, load] : loads_) {
     if (!load.reported) continue;
@@ -598,6 +648,149 @@ api::StatusSnapshot RouterRole::status() {
   s.failed = failed_;
   s.refused = refused_;
   return s;
+}
+
+bool RouterRole::draining(const std::string& node) const { return draining_.count(node) != 0; }
+
+controller::ControllerRole& RouterRole::controller() const {
+  if (options_.controller == nullptr) {
+    throw api::OperatorError(api::ErrorKind::unavailable,
+                             fmt::format("node {} runs no rebalancing controller: operator calls need expert hosts and "
+                                         "the controller and load_stats roles on the router's node",
+                                         me_.name));
+  }
+  return *options_.controller;
+}
+
+api::ExpertLoadInfo RouterRole::expert_load() {
+  const balance::ExpertPlacement placement = controller().placement();
+  const load_stats::LoadSnapshot snapshot = options_.stats->snapshot();
+  api::ExpertLoadInfo out;
+  out.window_s = snapshot.window_s;
+  out.reports = snapshot.reports;
+  out.experts = placement.experts;
+  const int slots_per_host = placement.slots / static_cast<int>(placement.hosts.size());
+  for (int l = 0; l < static_cast<int>(placement.phy2log.size()); ++l) {
+    if (!placement.is_moe_layer(l)) continue;
+    api::LayerLoadInfo layer;
+    layer.layer = l;
+    layer.tokens.assign(static_cast<std::size_t>(placement.experts), 0);
+    if (l < snapshot.layers && snapshot.experts == placement.experts) {
+      layer.tokens = snapshot.tokens[static_cast<std::size_t>(l)];
+    }
+    const std::vector<double> load(layer.tokens.begin(), layer.tokens.end());
+    layer.balancedness =
+        balance::predict_balancedness({placement.phy2log[static_cast<std::size_t>(l)]}, {load}, slots_per_host).mean;
+    out.layers.push_back(std::move(layer));
+  }
+  for (const std::string& host : placement.hosts) {
+    const auto it = snapshot.host_tokens.find(host);
+    out.hosts.emplace_back(host, it == snapshot.host_tokens.end() ? 0 : it->second);
+  }
+  return out;
+}
+
+void RouterRole::plan_rebalance(api::OperatorCallback<api::RoundPlan> done) {
+  try {
+    controller().plan(std::move(done));
+  } catch (const api::OperatorError& e) {
+    done(e);
+  }
+}
+
+void RouterRole::rebalance(api::OperatorCallback<api::RoundPlan> done) {
+  try {
+    controller().run_round(std::nullopt, std::move(done));
+  } catch (const api::OperatorError& e) {
+    done(e);
+  }
+}
+
+void RouterRole::import_placement(balance::ExpertPlacement placement, api::OperatorCallback<api::RoundPlan> done) {
+  try {
+    controller().run_round(std::move(placement), std::move(done));
+  } catch (const api::OperatorError& e) {
+    done(e);
+  }
+}
+
+std::int64_t RouterRole::held_by(const std::string& node) const {
+  std::int64_t n = 0;
+  for (const auto& [id, l] : live_) n += (l.decode == node || (l.prefill == node && l.next_index == 0)) ? 1 : 0;
+  return n;
+}
+
+void RouterRole::drain(std::string node, api::OperatorCallback<api::DrainReport> done) {
+  const bool posted = worker_.post([this, node, done]() mutable {
+    const config::NodeConfig* n = cluster_.find_node(node);
+    if (n == nullptr) {
+      return done(api::OperatorError(api::ErrorKind::bad_request, fmt::format("no node named \"{}\"", node)));
+    }
+    if (!n->has_role(config::Role::prefill) && !n->has_role(config::Role::decode)) {
+      return done(api::OperatorError(api::ErrorKind::bad_request,
+                                     fmt::format("node {} runs neither prefill nor decode ({}): only workers drain", node,
+                                                 config::join_roles(n->roles))));
+    }
+    {
+      std::lock_guard lock(status_mutex_);
+      for (const config::Role role : {config::Role::prefill, config::Role::decode}) {
+        if (!n->has_role(role)) continue;
+        bool other = false;
+        for (const config::NodeConfig* o : cluster_.nodes_with(role)) other |= o->name != node && !draining(o->name);
+        if (!other) {
+          return done(api::OperatorError(
+              api::ErrorKind::bad_request,
+              fmt::format("node {} is the last {} node not drained: nothing else could serve", node, config::role_name(role))));
+        }
+      }
+      if (draining_.insert(node).second) log(fmt::format("draining node {}", node));
+    }
+    Drain& d = drains_[node];
+    if (d.waiters.empty()) {
+      d.started = Clock::now();
+      d.at_start = held_by(node);
+    }
+    d.waiters.push_back(std::move(done));
+    check_drains();
+  });
+  if (!posted) done(api::OperatorError(api::ErrorKind::unavailable, "the router is shutting down"));
+}
+
+void RouterRole::check_drains() {
+  for (auto it = drains_.begin(); it != drains_.end();) {
+    if (held_by(it->first) > 0) {
+      ++it;
+      continue;
+    }
+    const api::DrainReport report{it->first, it->second.at_start, seconds_between(it->second.started, Clock::now())};
+    log(fmt::format("node {} drained ({} requests finished in {:.3f} s)", report.node, report.requests_at_start,
+                    report.seconds));
+    const std::vector<api::OperatorCallback<api::DrainReport>> waiters = std::move(it->second.waiters);
+    it = drains_.erase(it);
+    for (const auto& w : waiters) w(report);
+  }
+}
+
+void RouterRole::undrain(const std::string& node) {
+  if (cluster_.find_node(node) == nullptr) {
+    throw api::OperatorError(api::ErrorKind::bad_request, fmt::format("no node named \"{}\"", node));
+  }
+  {
+    std::lock_guard lock(status_mutex_);
+    if (draining_.erase(node) == 0) {
+      throw api::OperatorError(api::ErrorKind::bad_request, fmt::format("node {} is not drained", node));
+    }
+  }
+  log(fmt::format("node {} undrained: routing requests to it again", node));
+  worker_.post([this, node] {
+    const auto it = drains_.find(node);
+    if (it == drains_.end()) return;
+    const std::vector<api::OperatorCallback<api::DrainReport>> waiters = std::move(it->second.waiters);
+    drains_.erase(it);
+    for (const auto& w : waiters) {
+      w(api::OperatorError(api::ErrorKind::unavailable, fmt::format("node {} was undrained before it emptied", node)));
+    }
+  });
 }
 
 }  // namespace

@@ -8,7 +8,10 @@
 // worker is lost, every request it held fails at once with a retryable error, and new requests
 // go to the workers that are left. The role also serves the Cap'n Proto cluster API
 // (actors/cluster_api/rpc_server.hpp) at the config's api.rpc address and the OpenAI-compatible
-// HTTP API (actors/http_api/openai_server.hpp) at api.http.
+// HTTP API (actors/http_api/openai_server.hpp) at api.http. It answers the API's operator calls
+// (cluster_api/operator_service.hpp) through the controller and load_stats roles of its node, and
+// drains prefill/decode nodes itself: a drained node gets no new requests, and the drain call
+// returns once the node holds none of the router's requests.
 // Threading: submit/cancel/status from any thread (the RPC loop) and the wire kinds from a thin
 // CAF actor are all posted to the router's own thread, which alone touches the request table and
 // calls the sinks; status reads a snapshot under a mutex.
@@ -20,6 +23,8 @@
 #include <memory>
 #include <string>
 
+#include "actors/controller/controller_role.hpp"
+#include "actors/load_stats/load_stats_role.hpp"
 #include "actors/node/node_role.hpp"
 
 namespace sy::actors::router {
@@ -35,6 +40,11 @@ struct RouterRoleOptions {
   // A request that makes no progress (no token, no failure) for this long fails (unavailable):
   // the last guard against a worker that went silent without the transport noticing.
   std::chrono::milliseconds stall_timeout{60000};
+  std::string admin_token;           // for the cluster API's Admin calls; empty: refused
+  // The operator calls' back ends on this node (both or neither; null: those calls answer
+  // "unavailable"). Borrowed; the node stops the router first.
+  controller::ControllerRole* controller = nullptr;
+  load_stats::LoadStatsRole* stats = nullptr;
 };
 
 // Loads the tokenizer and config, routes TokenBatch, RequestFailed and WorkerLoad to the role and

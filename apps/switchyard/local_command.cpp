@@ -37,6 +37,7 @@
 #include <fstream>
 #include <memory>
 #include <optional>
+#include <random>
 #include <stdexcept>
 #include <string>
 #include <system_error>
@@ -462,6 +463,7 @@ class Supervisor {
     say(fmt::format("  api: rpc {} (try: yardctl --address {} generate --prompt \"Hello\")", cluster_.api.rpc.to_string(),
                     cluster_.api.rpc.to_string()));
     say(fmt::format("  api: http http://{}/v1 (OpenAI-compatible)", cluster_.api.http.to_string()));
+
     say("Ctrl-C or SIGTERM stops the cluster");
   }
 
@@ -538,6 +540,24 @@ class Supervisor {
   std::optional<std::string> stop_signal_;
 };
 
+// The cluster API's admin calls need a token (DESIGN.md "Interfaces and defaults"). For a generated
+// config without one in the environment, makes one for this run, hands it to the nodes through the
+// environment and leaves it (mode 0600) beside the config for the operator. Returns that file.
+std::string make_admin_token(const std::string& config_path) {
+  std::random_device random;
+  std::string token;
+  for (int i = 0; i < 4; ++i) token += fmt::format("{:08x}", random());
+  ::setenv("SY_ADMIN_TOKEN", token.c_str(), 1);
+  const std::string file = (std::filesystem::path(config_path).parent_path() / "admin-token").string();
+  const int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) fail_errno("open " + file);
+  const std::string line = token + "\n";
+  const bool written = ::write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size());
+  ::close(fd);
+  if (!written) fail_errno("write " + file);
+  return file;
+}
+
 int run_local(const LocalArgs& a) {
   const bool generate = a.config.empty();
   if (!generate && !a.model.empty()) throw std::invalid_argument("give either --config or --model/--prefill/--decode");
@@ -565,6 +585,11 @@ int run_local(const LocalArgs& a) {
     say(fmt::format("config {} ({} nodes)", path, cluster.nodes.size()));
   }
   say(fmt::format("prometheus scrape config {}", write_prometheus_config(cluster, path, generate)));
+  const char* token = std::getenv("SY_ADMIN_TOKEN");
+  if (generate && (token == nullptr || *token == '\0')) {
+    const std::string file = make_admin_token(path);
+    say(fmt::format("admin token in {} (export SY_ADMIN_TOKEN=$(cat {}) for yardctl rebalance, drain, ...)", file, file));
+  }
   const milliseconds ready_timeout(static_cast<std::int64_t>(
       1000 * (a.ready_timeout_s > 0 ? a.ready_timeout_s : cluster.cluster.peer_timeout_s + 15.0)));
   Supervisor supervisor(cluster, path, milliseconds(static_cast<std::int64_t>(1000 * a.stop_timeout_s)));

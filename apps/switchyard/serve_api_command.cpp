@@ -66,7 +66,9 @@ int run_serve_api(const ServeApiArgs& a) {
   options.mtp = a.mtp;
   options.max_seq_len = a.max_seq_len;
   actors::cluster_api::LocalGenerationService service(options);
-  actors::cluster_api::RpcServer server(service, actors::cluster_api::RpcServerOptions{a.listen});
+  actors::cluster_api::RpcServerOptions rpc;
+  rpc.listen = a.listen;
+  actors::cluster_api::RpcServer server(service, rpc);
   std::printf("api listening on %s\n", server.address().c_str());
   std::fflush(stdout);
   std::optional<actors::http_api::OpenAiServer> http;

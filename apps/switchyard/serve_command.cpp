@@ -127,6 +127,7 @@ std::vector<std::unique_ptr<actors::node::NodeRole>> make_roles(actors::node::Ro
   }
   std::vector<std::unique_ptr<actors::node::NodeRole>> roles;
   actors::load_stats::LoadStatsRole* stats = nullptr;
+  actors::controller::ControllerRole* controller = nullptr;
   if (me.has_role(Role::load_stats)) {
     auto role = actors::load_stats::make_load_stats_role(context, actors::load_stats::LoadStatsOptions{});
     stats = role.get();
@@ -149,7 +150,9 @@ std::vector<std::unique_ptr<actors::node::NodeRole>> make_roles(actors::node::Ro
     o.threshold = cluster.balance.threshold;
     o.step_timeout = std::chrono::milliseconds(cluster.balance.step_timeout_ms);
     o.policy = cluster.balance.policy;
-    roles.push_back(actors::controller::make_controller_role(context, std::move(o)));
+    auto role = actors::controller::make_controller_role(context, std::move(o));
+    controller = role.get();
+    roles.push_back(std::move(role));
   }
   if (me.has_role(Role::expert_host)) {
     actors::expert_host::ExpertHostOptions o;
@@ -195,6 +198,12 @@ std::vector<std::unique_ptr<actors::node::NodeRole>> make_roles(actors::node::Ro
     o.http_listen = cluster.api.http.to_string();
     o.max_seq_len = cluster.model.max_seq_len;
     if (const char* key = std::getenv("SY_API_KEY")) o.api_key = key;
+    o.admin_token = cluster.cluster.admin_token;
+    if (const char* token = std::getenv("SY_ADMIN_TOKEN"); token != nullptr && *token != '\0') o.admin_token = token;
+    if (controller != nullptr) {
+      o.controller = controller;
+      o.stats = stats;
+    }
     roles.push_back(actors::router::make_router_role(context, std::move(o)));
   }
   return roles;

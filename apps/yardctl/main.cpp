@@ -1,14 +1,18 @@
 // yardctl: the command-line client of the cluster API (schemas/cluster.capnp), for people and
-// scripts. Today: `generate` (streams the completion's text to stdout as it arrives, a summary
-// line on stderr) and `status` (a table, or JSON). One connection per run, on this thread.
-// Exit codes: 0 ok, 1 the request failed (the server's message on stderr), 2 bad usage,
-// 3 cannot connect, 4 refused for now or the server went away (retryable).
+// scripts: `generate` (streams the completion's text to stdout as it arrives, a summary line on
+// stderr), `status`, and the operator subcommands of operator_commands.hpp (load, placement,
+// import, history, balancing, plan, rebalance, pause, resume, set-interval, set-threshold, pin,
+// unpin, drain, undrain). Tables for people, --json for scripts. One connection per run.
+// Exit codes: 0 ok, 1 the request failed (the server's message on stderr; also a rebalancing
+// round that failed), 2 bad usage, 3 cannot connect, 4 refused for now or the server went away
+// (retryable), 5 permission denied (admin token missing or wrong).
 #include <capnp/rpc-twoparty.h>
 #include <fmt/format.h>
 #include <kj/async-io.h>
 
 #include <CLI/CLI.hpp>
 #include <charconv>
+#include <cstdlib>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -19,6 +23,7 @@
 #include <vector>
 
 #include "apps/token_ids.hpp"
+#include "apps/yardctl/operator_commands.hpp"
 #include "schemas/cluster.capnp.h"
 
 namespace {
@@ -26,11 +31,12 @@ namespace {
 using sy::schemas::Cluster;
 using sy::schemas::TokenSink;
 
-constexpr int kExitOk = 0, kExitFailed = 1, kExitUsage = 2, kExitConnect = 3, kExitRetryable = 4;
-
-struct Usage : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
+using sy::yardctl::describe;
+using sy::yardctl::exit_code_for;
+using sy::yardctl::kExitConnect;
+using sy::yardctl::kExitOk;
+using sy::yardctl::kExitUsage;
+using sy::yardctl::Usage;
 
 struct GenerateArgs {
   std::string prompt;
@@ -52,21 +58,6 @@ std::vector<std::int32_t> parse_ids(const std::string& text) {
     return sy::apps::parse_token_ids(text);
   } catch (const std::invalid_argument& e) {
     throw Usage(e.what());
-  }
-}
-
-std::string describe(const kj::Exception& e) {
-  std::string text = e.getDescription().cStr();
-  constexpr std::string_view remote = "remote exception: ";
-  if (text.starts_with(remote)) text.erase(0, remote.size());
-  return text;
-}
-
-int exit_code_for(const kj::Exception& e) {
-  switch (e.getType()) {
-    case kj::Exception::Type::OVERLOADED:
-    case kj::Exception::Type::DISCONNECTED: return kExitRetryable;
-    default: return kExitFailed;
   }
 }
 
@@ -199,7 +190,8 @@ int run_status(Cluster::Client& cluster, kj::WaitScope& ws, bool json) {
       std::vector<std::string> roles;
       for (const auto role : n.getRoles()) roles.emplace_back(role.cStr());
       nodes.push_back(
-          {{"name", n.getName().cStr()}, {"roles", roles}, {"health", health_name(n.getHealth())}, {"detail", n.getDetail().cStr()}});
+          {{"name", n.getName().cStr()}, {"roles", roles}, {"health", health_name(n.getHealth())}, {"detail", n.getDetail().cStr()},
+           {"draining", n.getDraining()}});
     }
     const nlohmann::json out = {
         {"model", s.getModelName().cStr()},
@@ -247,6 +239,9 @@ int main(int argc, char** argv) {
   app.fallthrough();
   std::string address = "127.0.0.1:7433";
   app.add_option("--address", address, "Cluster API address: HOST:PORT or unix:/path")->capture_default_str();
+  sy::yardctl::OperatorArgs op;
+  if (const char* token = std::getenv("SY_ADMIN_TOKEN")) op.admin_token = token;
+  app.add_option("--admin-token", op.admin_token, "Token for commands that change the cluster (default: $SY_ADMIN_TOKEN)");
 
   GenerateArgs g;
   auto* gen = app.add_subcommand("generate", "Generate a completion, streaming its text to stdout");
@@ -265,6 +260,52 @@ int main(int argc, char** argv) {
   bool status_json = false;
   auto* st = app.add_subcommand("status", "Show the cluster's nodes, queues and KV pages");
   st->add_flag("--json", status_json, "Print JSON");
+
+  // Operator subcommands (operator_commands.hpp).
+  std::vector<CLI::App*> ops;
+  auto add_op = [&](const char* name, const char* help, bool json = true) {
+    CLI::App* sub = app.add_subcommand(name, help);
+    if (json) sub->add_flag("--json", op.json, "Print JSON");
+    ops.push_back(sub);
+    return sub;
+  };
+  add_op("load", "Expert load per MoE layer as a heat map, and per expert host")
+      ->add_option("--color", op.color, "Heat map colours: auto, always or never")
+      ->check(CLI::IsMember({"auto", "always", "never"}))
+      ->capture_default_str();
+  add_op("placement", "The expert placement being served (which expert each slot holds)")
+      ->add_option("--export", op.file, "Write it as JSON to this file (for `import`)");
+  add_op("import", "Install a placement from a JSON file (as `placement --export` writes) through a round [admin]")
+      ->add_option("file", op.file, "The placement JSON")
+      ->required();
+  add_op("history", "Rebalancing rounds so far");
+  add_op("balancing", "Automatic rebalancing: paused or not, interval, threshold, policy, pins");
+  add_op("plan", "Dry run: the round the controller would run now, with its moves and predicted balancedness")
+      ->add_option("--max-moves", op.max_moves, "Moves listed in the table")
+      ->capture_default_str();
+  add_op("rebalance", "Run a rebalancing round now and wait for it [admin]")
+      ->add_option("--max-moves", op.max_moves, "Moves listed in the table")
+      ->capture_default_str();
+  add_op("pause", "Pause automatic rounds [admin]");
+  add_op("resume", "Resume automatic rounds [admin]");
+  add_op("set-interval", "Seconds between automatic rounds [admin]")
+      ->add_option("seconds", op.value, "1..86400")
+      ->required();
+  add_op("set-threshold", "Least predicted gain of balancedness for an automatic round to migrate [admin]")
+      ->add_option("threshold", op.value, "0..1")
+      ->required();
+  add_op("pin", "Keep an expert in a slot from the next round on [admin]")
+      ->add_option("layer slot expert", op.numbers, "MoE layer, slot and logical expert")
+      ->expected(3)
+      ->required();
+  add_op("unpin", "Remove a slot's pin [admin]")
+      ->add_option("layer slot", op.numbers, "MoE layer and slot")
+      ->expected(2)
+      ->required();
+  add_op("drain", "Stop sending requests to a prefill/decode node; wait until it holds none [admin]")
+      ->add_option("node", op.node, "Node name")
+      ->required();
+  add_op("undrain", "Send requests to a drained node again [admin]")->add_option("node", op.node, "Node name")->required();
 
   try {
     app.parse(argc, argv);
@@ -286,7 +327,13 @@ int main(int argc, char** argv) {
     capnp::TwoPartyClient client(*connection);
     Cluster::Client cluster = client.bootstrap().castAs<Cluster>();
     if (gen->parsed()) return run_generate(cluster, io.waitScope, g);
-    return run_status(cluster, io.waitScope, status_json);
+    if (st->parsed()) return run_status(cluster, io.waitScope, status_json);
+    for (CLI::App* sub : ops) {
+      if (!sub->parsed()) continue;
+      op.command = sub->get_name();
+      return sy::yardctl::run_operator_command(cluster, io.waitScope, op);
+    }
+    throw Usage("no subcommand");
   } catch (const Usage& e) {
     fmt::print(stderr, "yardctl: {}\n", e.what());
     return kExitUsage;
