@@ -37,6 +37,33 @@ bool is_valid_name(std::string_view s) {
   return !s.empty() && s.size() <= 64 && std::all_of(s.begin(), s.end(), is_name_char);
 }
 
+bool is_host_char(char c) { return is_name_char(c) && c != '_'; }
+
+// Empty when `host` is a well-formed template: host characters and the placeholders {name},
+// {slurm_host} and {env:VAR} (launcher_env.hpp expands them).
+std::string host_template_problem(std::string_view host) {
+  std::size_t i = 0;
+  while (i < host.size()) {
+    if (host[i] != '{') {
+      if (!is_host_char(host[i])) return fmt::format("'{}' is not allowed in a host name", host[i]);
+      ++i;
+      continue;
+    }
+    const std::size_t close = host.find('}', i);
+    const std::string_view p = host.substr(i + 1, close - i - 1);
+    if (close == std::string_view::npos || p.find('{') != std::string_view::npos) return "unclosed '{'";
+    const bool env = p.starts_with("env:") && p.size() > 4 &&
+                     std::all_of(p.begin() + 4, p.end(), [](char c) {
+                       return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_';
+                     });
+    if (p != "name" && p != "slurm_host" && !env) {
+      return fmt::format("unknown placeholder {{{}}} (expected {{name}}, {{slurm_host}} or {{env:VAR}})", p);
+    }
+    i = close + 1;
+  }
+  return {};
+}
+
 // Reads one table strictly: each key is taken at most once, and finish() refuses keys nobody took.
 class TableReader {
  public:
@@ -256,7 +283,11 @@ NodeConfig parse_node(const std::string& source, const toml::table& t, std::size
   TableReader named(source, t, fmt::format("node[{}] ({})", index, n.name));
   named.take("name");
   if (auto v = named.string("host")) {
-    if (v->empty() || !std::all_of(v->begin(), v->end(), [](char c) { return is_name_char(c) && c != '_'; })) {
+    if (is_host_template(*v)) {
+      if (const std::string problem = host_template_problem(*v); !problem.empty()) {
+        named.fail(t.get("host")->source(), "host", fmt::format("\"{}\": {}", *v, problem));
+      }
+    } else if (v->empty() || !std::all_of(v->begin(), v->end(), is_host_char)) {
       named.fail(t.get("host")->source(), "host", fmt::format("\"{}\" is not an IP address or host name", *v));
     }
     n.host = *v;
@@ -308,6 +339,8 @@ void validate_cluster(const ClusterConfig& c) {
   // Every port a process of this cluster binds, by (host, port).
   std::map<std::pair<std::string, std::uint16_t>, std::string> bound;
   auto bind = [&](const std::string& host, std::uint16_t port, std::uint32_t line, const std::string& what) {
+    // Templates resolve per launch (launcher_env.hpp), which validates the result again.
+    if (is_host_template(host)) return;
     const auto [it, fresh] = bound.emplace(std::make_pair(host, port), what);
     if (!fresh) fail_at(line, what, fmt::format("port {}:{} is already used by {}", host, port, it->second));
   };
@@ -346,6 +379,10 @@ std::string quoted(std::string_view s) {
 }
 
 }  // namespace
+
+bool is_host_template(std::string_view host) { return host.find('{') != std::string_view::npos; }
+
+void validate_cluster_config(const ClusterConfig& config) { validate_cluster(config); }
 
 std::string_view role_name(Role role) { return kRoleNames.at(static_cast<std::size_t>(role)); }
 

@@ -16,6 +16,8 @@
 //   [balance]  interval_s [600], threshold [0.01], step_timeout_ms [10000], stage_delay_ms [0],
 //              policy ["eplb" | "balanced" | "balanced-strict"]
 //   [[node]]   name, host ["127.0.0.1"], transport_port, metrics_port, roles = ["router", ...]
+//              host may be a template ("{slurm_host}", "{name}.switchyard-decode"), expanded from
+//              the launcher's environment by resolve_hosts (launcher_env.hpp) before a node starts
 #pragma once
 
 #include <cstdint>
@@ -118,6 +120,13 @@ class ConfigError : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
 };
+
+// True when `host` holds a placeholder ("{slurm_host}", "{name}", "{env:VAR}"; launcher_env.hpp).
+bool is_host_template(std::string_view host);
+
+// The rules across nodes (unique names, no port bound twice on one host, the roles a cluster
+// needs; template hosts are not compared). parse_cluster_config runs it; resolve_hosts again.
+void validate_cluster_config(const ClusterConfig& config);
 
 // Parses and validates. `source` names the text in messages. Throws ConfigError.
 ClusterConfig parse_cluster_config(std::string_view toml_text, std::string source = "<string>");

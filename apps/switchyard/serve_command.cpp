@@ -1,4 +1,5 @@
-// switchyard serve --config FILE --node NAME: one node process of a cluster. Builds the UCX
+// switchyard serve --config FILE (--node NAME | --rank N | --node-from-env): one node process of a
+// cluster (--node-from-env: Slurm and Kubernetes, actors/config/launcher_env.hpp). Builds the UCX
 // transport (tcp, error mode PEER so a dead peer is noticed) and hands it to the node bootstrap
 // (actors/node/node.hpp), which runs the actor system until SIGTERM/SIGINT or a peer's Shutdown.
 // Prints exactly one line to stdout, when ready: "node NAME ready (roles ..., peers ...)"
@@ -28,6 +29,7 @@
 #include <thread>
 
 #include "actors/config/cluster_config.hpp"
+#include "actors/config/launcher_env.hpp"
 #include "actors/controller/controller_role.hpp"
 #include "actors/decode/decode_role.hpp"
 #include "actors/expert_host/expert_host_role.hpp"
@@ -50,6 +52,8 @@ namespace {
 struct ServeArgs {
   std::string config;
   std::string node;
+  std::int64_t rank = -1;
+  bool node_from_env = false;
   double peer_timeout_s = 0;
 };
 
@@ -209,8 +213,24 @@ std::vector<std::unique_ptr<actors::node::NodeRole>> make_roles(actors::node::Ro
   return roles;
 }
 
-int run_serve(const ServeArgs& args) {
-  const actors::config::ClusterConfig cluster = actors::config::load_cluster_config(args.config);
+// Which node this process is: --node, --rank (file order) or the launcher's environment
+// (actors/config/launcher_env.hpp: SLURM_PROCID, a StatefulSet pod's name or ordinal).
+std::string choose_node(const ServeArgs& args, const actors::config::ClusterConfig& cluster,
+                        const actors::config::LauncherEnv& env) {
+  if (!args.node.empty()) return args.node;
+  if (args.rank >= 0) return actors::config::node_by_rank(cluster, args.rank).name;
+  const actors::config::NodeChoice choice = actors::config::node_from_env(cluster, env);
+  std::fprintf(stderr, "switchyard serve: %s\n", choice.reason.c_str());
+  return choice.name;
+}
+
+int run_serve(ServeArgs args) {
+  // Host templates ({slurm_host}, {name}, {env:VAR}) expand from this process's environment; every
+  // node of a launch sees the same one, so all agree on every address.
+  const actors::config::LauncherEnv env = actors::config::LauncherEnv::from_process();
+  const actors::config::ClusterConfig cluster =
+      actors::config::resolve_hosts(actors::config::load_cluster_config(args.config), env);
+  args.node = choose_node(args, cluster, env);
   const actors::config::NodeConfig& me = cluster.node(args.node);  // an unknown node fails before anything starts
 
   actors::node::StopLatch stop;
@@ -257,7 +277,19 @@ void add_serve_command(CLI::App& app, CommandTable& commands) {
   auto args = std::make_shared<ServeArgs>();
   CLI::App* cmd = app.add_subcommand("serve", "Run one node of a cluster (its roles, transport and actors)");
   cmd->add_option("--config", args->config, "Cluster TOML file (see deploy/local-cluster.toml)")->required();
-  cmd->add_option("--node", args->node, "This node's name in the config")->required();
+  auto* node = cmd->add_option("--node", args->node, "This node's name in the config");
+  auto* rank = cmd->add_option("--rank", args->rank, "This node's index in the config's [[node]] order (from 0)")
+                   ->check(CLI::NonNegativeNumber);
+  auto* from_env = cmd->add_flag("--node-from-env", args->node_from_env,
+                                 "Pick the node from the launcher: SLURM_PROCID as the rank, else a node named like "
+                                 "the host (a Kubernetes pod), else the host name's StatefulSet ordinal as the rank");
+  node->excludes(rank)->excludes(from_env);
+  rank->excludes(from_env);
+  cmd->callback([node, rank, from_env] {
+    if (node->count() + rank->count() + from_env->count() == 0) {
+      throw CLI::RequiredError("one of --node, --rank or --node-from-env");
+    }
+  });
   cmd->add_option("--peer-timeout", args->peer_timeout_s,
                   "Seconds to wait for every peer (default: the config's cluster.peer_timeout_s)");
   commands.add(cmd, [args] { return run_serve(*args); });
