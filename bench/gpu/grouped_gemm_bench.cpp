@@ -2,7 +2,8 @@
 // gate+up projection, 2 × 2048 outputs, over hidden 7168) and 7168×2048 (down projection), 8
 // experts (one EP32 rank's share of 256), 128 to 4096 rows per expert in the contiguous layout.
 // Prints per case the median/min/max time and TFLOP/s (2·M·N·K) against the H200's dense FP8
-// peak; the dense fp8_gemm on one expert's rows is printed beside it as the same-run baseline.
+// peak; beside it, as same-run baselines, one expert's rows through the dense fp8_gemm kernel
+// (mma.sync) and through cuBLASLt's block scaling (VEC128 × BLK128x128; "n/a" when it declines).
 // Acceptance (issue 10): >= 50% of the dense FP8 peak. Run: grouped_gemm_bench [--quick] [--reps N].
 #include <cuda_runtime_api.h>
 
@@ -13,6 +14,7 @@
 #include <vector>
 
 #include "bench/gpu/gpu_bench.hpp"
+#include "gpu/cuda/cublaslt/fp8_gemm_lt.hpp"
 #include "gpu/cuda/kernels.hpp"
 
 namespace {
@@ -59,8 +61,8 @@ int main(int argc, char** argv) {
   if (quick) reps = 3;
   sy::bench::gpu::require_device();
   std::printf("H200 peak: dense FP8 %.0f TFLOP/s\n", sy::bench::gpu::kH200Fp8Tflops);
-  std::printf("%-34s %10s %10s %10s %9s %7s %12s\n", "case", "median_us", "min_us", "max_us", "TFLOP/s", "%FP8",
-              "dense_TFLOPs");
+  std::printf("%-34s %10s %10s %10s %9s %7s %12s %12s\n", "case", "median_us", "min_us", "max_us", "TFLOP/s", "%FP8",
+              "dense_mma", "dense_cuBLASLt");
   const std::int64_t experts = 8;
   const std::int64_t shapes[][2] = {{4096, 7168}, {7168, 2048}};
   const std::vector<std::int64_t> rows_list =
@@ -85,14 +87,25 @@ int main(int argc, char** argv) {
       const Fp8GemmParams dense{.a = a, .a_scales = a_scales, .b = b, .b_scales = b_scales, .c = c, .m = rows, .n = n,
                                 .k = k, .lda = k, .ldb = k, .ldc = n, .a_scale_row_stride = k / 128};
       const auto td = sy::bench::gpu::time_it([&] { cuda::fp8_gemm(dense, nullptr); }, reps);
+      // cuBLASLt wants the activation scales M-major: time it on the same buffer read that way.
+      Fp8GemmParams lt = dense;
+      lt.a_scale_row_stride = 1;
+      lt.a_scale_col_stride = rows;
+      double lt_tflops = -1.0;
+      if (cuda::impl::cublaslt::eligible(lt) && cuda::impl::cublaslt::run(lt, nullptr)) {
+        const auto tl = sy::bench::gpu::time_it([&] { cuda::impl::cublaslt::run(lt, nullptr); }, reps);
+        lt_tflops = 2.0 * static_cast<double>(rows) * static_cast<double>(n) * static_cast<double>(k) / tl.median / 1e12;
+      }
       const double flops = 2.0 * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
       const double tflops = flops / t.median / 1e12;
       const double dense_tflops = flops / experts / td.median / 1e12;
+      char lt_text[32] = "n/a";
+      if (lt_tflops >= 0.0) std::snprintf(lt_text, sizeof(lt_text), "%.1f", lt_tflops);
       char name[64];  // snprintf: GCC 12 at -O3 warns falsely (-Wrestrict) on string concatenation
       std::snprintf(name, sizeof(name), "N%lld K%lld rows/expert %lld", static_cast<long long>(n),
                     static_cast<long long>(k), static_cast<long long>(rows));
-      std::printf("%-34s %10.1f %10.1f %10.1f %9.1f %6.1f%% %12.1f\n", name, t.median * 1e6, t.min * 1e6,
-                  t.max * 1e6, tflops, 100.0 * tflops / sy::bench::gpu::kH200Fp8Tflops, dense_tflops);
+      std::printf("%-34s %10.1f %10.1f %10.1f %9.1f %6.1f%% %12.1f %12s\n", name, t.median * 1e6, t.min * 1e6,
+                  t.max * 1e6, tflops, 100.0 * tflops / sy::bench::gpu::kH200Fp8Tflops, dense_tflops, lt_text);
       check(cudaFree(a), "cudaFree");
       check(cudaFree(a_scales), "cudaFree");
       check(cudaFree(c), "cudaFree");

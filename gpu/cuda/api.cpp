@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "gpu/cuda/check.hpp"
+#include "gpu/cuda/cublaslt/fp8_gemm_lt.hpp"
 #include "gpu/cuda/fp8_gemm/launch.hpp"
 #include "gpu/cuda/kernels.hpp"
 #include "gpu/cuda/mla_decode/config.hpp"
@@ -137,6 +138,7 @@ void fp8_dequant_gemm(const Fp8DequantGemmParams& p, Stream s) {
 }
 
 Fp8GemmPath fp8_gemm_path(const Fp8GemmParams& p) {
+  if (impl::cublaslt::eligible(p)) return Fp8GemmPath::cublaslt;
   // cp.async moves 16-byte chunks: every row of A and B must start 16-byte aligned.
   const bool rows_aligned = p.lda % 16 == 0 && p.ldb % 16 == 0 && aligned16(p.a) && aligned16(p.b);
   return rows_aligned ? Fp8GemmPath::mma : Fp8GemmPath::simt;
@@ -145,7 +147,13 @@ Fp8GemmPath fp8_gemm_path(const Fp8GemmParams& p) {
 void fp8_gemm(const Fp8GemmParams& p, Stream s) {
   validate(p);
   if (p.m == 0) return;
-  if (fp8_gemm_path(p) == Fp8GemmPath::mma) {
+  Fp8GemmPath path = fp8_gemm_path(p);
+  // cuBLASLt may still decline (no algorithm for the shape): the tensor-core kernel takes it.
+  if (path == Fp8GemmPath::cublaslt) {
+    if (impl::cublaslt::run(p, raw(s))) return;
+    path = Fp8GemmPath::mma;
+  }
+  if (path == Fp8GemmPath::mma) {
     impl::fp8_gemm::launch({.a = p.a, .lda = p.lda, .a_scales = p.a_scales, .a_scale_m = p.a_scale_row_stride,
                       .a_scale_k = p.a_scale_col_stride, .b = p.b, .ldb = p.ldb, .b_scales = p.b_scales,
                       .c = p.c, .ldc = p.ldc, .m = p.m, .n = p.n, .k = p.k},

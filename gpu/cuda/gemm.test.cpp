@@ -67,23 +67,30 @@ TEST_F(CudaGemm, Fp8DequantMatchesRefWithRaggedK) {
 }
 
 // fp8_gemm on (m, n, k) with A rows at stride lda (alignment picks the path).
-void check_fp8_gemm(std::int64_t m, std::int64_t n, std::int64_t k, std::int64_t lda, Fp8GemmPath path) {
+// col_major_scales: act_quant writes DeepGEMM's M-major scale layout (what cuBLASLt takes).
+void check_fp8_gemm(std::int64_t m, std::int64_t n, std::int64_t k, std::int64_t lda, Fp8GemmPath path,
+                    bool col_major_scales = false) {
   TestRng rng(static_cast<std::uint64_t>(m * 1000003 + n * 101 + k + lda));
   const QuantWeight w = quantize_weight(rng, n, k);
   const std::vector<float> x = rng.normals(static_cast<std::size_t>(m * k), 1.0f);
   std::vector<fp8_e4m3> a(static_cast<std::size_t>(m * lda));
   std::vector<float> a_scales(static_cast<std::size_t>(m * (k / 128)));
+  const std::int64_t scale_row = col_major_scales ? 1 : k / 128;
+  const std::int64_t scale_col = col_major_scales ? m : 1;
   ref::act_quant({.x = x.data(), .y = a.data(), .scales = a_scales.data(), .rows = m, .cols = k, .x_stride = k,
-                  .y_stride = lda, .scale_row_stride = k / 128});
+                  .y_stride = lda, .scale_row_stride = scale_row, .scale_col_stride = scale_col});
   std::vector<float> want(static_cast<std::size_t>(m * n)), got(want.size());
   Fp8GemmParams p{.a = a.data(), .a_scales = a_scales.data(), .b = w.q.data(), .b_scales = w.scales.data(),
                   .c = want.data(), .m = m, .n = n, .k = k, .lda = lda, .ldb = k, .ldc = n,
-                  .a_scale_row_stride = k / 128};
+                  .a_scale_row_stride = scale_row, .a_scale_col_stride = scale_col};
   ref::fp8_gemm(p);
   // The path is decided by the device copy's alignment, which staging keeps at 16 bytes for
   // 16-byte strides (cudaMallocAsync returns 256-byte aligned memory).
-  EXPECT_EQ(fp8_gemm_path({.a = reinterpret_cast<const fp8_e4m3*>(256), .b = reinterpret_cast<const fp8_e4m3*>(256),
-                           .lda = lda, .ldb = k}),
+  const auto* aligned = reinterpret_cast<const fp8_e4m3*>(256);
+  const auto* aligned_f = reinterpret_cast<const float*>(256);
+  EXPECT_EQ(fp8_gemm_path({.a = aligned, .a_scales = aligned_f, .b = aligned, .b_scales = aligned_f,
+                           .c = reinterpret_cast<float*>(256), .m = m, .n = n, .k = k, .lda = lda, .ldb = k, .ldc = n,
+                           .a_scale_row_stride = scale_row, .a_scale_col_stride = scale_col}),
             path);
   p.c = got.data();
   backend().fp8_gemm(p);
@@ -97,6 +104,12 @@ TEST_F(CudaGemm, Fp8MmaPathMatchesRef) {
 }
 
 TEST_F(CudaGemm, Fp8SimtPathMatchesRef) { check_fp8_gemm(3, 160, 256, 264, Fp8GemmPath::simt); }
+
+// cuBLASLt's block scaling (or, where it offers no algorithm, the mma kernel: same tolerance).
+TEST_F(CudaGemm, Fp8CublasLtPathMatchesRef) {
+  check_fp8_gemm(256, 2048, 7168, 7168, Fp8GemmPath::cublaslt, true);
+  check_fp8_gemm(4, 4096, 512, 512, Fp8GemmPath::cublaslt, true);
+}
 
 TEST_F(CudaGemm, GroupedFp8MatchesRefPerExpert) {
   TestRng rng(13);

@@ -79,8 +79,12 @@ void grouped_fp8_gemm(const GroupedFp8GemmParams& p, Stream s);
 
 // Which fp8_gemm path the call takes; for tests and benchmarks.
 enum class Fp8GemmPath {
-  mma,   // the block-scaled tensor-core kernel of fp8_gemm/ (needs 16-byte aligned rows)
-  simt,  // the CUDA-core fallback (any strides)
+  cublaslt,  // cuBLASLt block scaling (VEC128 activations × BLK128x128 weights): needs the
+             // activation scales M-major (DeepGEMM's layout: a_scale_row_stride 1, column stride
+             // m), m and n multiples of 4, k/128 a multiple of 4, 16-byte aligned rows; falls back
+             // to mma when cuBLASLt offers no algorithm
+  mma,       // the block-scaled tensor-core kernel of fp8_gemm/ (needs 16-byte aligned rows)
+  simt,      // the CUDA-core fallback (any strides)
 };
 Fp8GemmPath fp8_gemm_path(const Fp8GemmParams& p);
 

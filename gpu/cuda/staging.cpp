@@ -12,7 +12,7 @@ Staging::Staging() { SY_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStrea
 Staging::~Staging() {
   // Errors here cannot be thrown; a failed call has already thrown from commit() or finish().
   for (const Range& r : ranges_) {
-    if (r.device != nullptr) (void)cudaFreeAsync(r.device, stream_);
+    if (r.allocation != nullptr) (void)cudaFreeAsync(r.allocation, stream_);
   }
   (void)cudaStreamSynchronize(stream_);
   (void)cudaStreamDestroy(stream_);
@@ -28,7 +28,7 @@ void Staging::commit() {
   std::sort(ranges_.begin(), ranges_.end(), [](const Range& a, const Range& b) { return a.begin < b.begin; });
   std::vector<Range> merged;
   for (const Range& r : ranges_) {
-    if (!merged.empty() && r.begin <= merged.back().end) {
+    if (!merged.empty() && r.begin < merged.back().end) {
       merged.back().end = std::max(merged.back().end, r.end);
       merged.back().written = merged.back().written || r.written;
     } else {
@@ -38,7 +38,10 @@ void Staging::commit() {
   ranges_ = std::move(merged);
   for (Range& r : ranges_) {
     const std::size_t bytes = r.end - r.begin;
-    SY_CUDA_CHECK(cudaMallocAsync(&r.device, bytes, stream_));
+    // The device copy keeps the host address modulo 256, so alignment-keyed choices (fp8_gemm's
+    // paths) come out the same as for the host pointers.
+    SY_CUDA_CHECK(cudaMallocAsync(&r.allocation, bytes + kAlign, stream_));
+    r.device = static_cast<char*>(r.allocation) + r.begin % kAlign;
     SY_CUDA_CHECK(cudaMemcpyAsync(r.device, reinterpret_cast<const void*>(r.begin), bytes, cudaMemcpyHostToDevice, stream_));
   }
   committed_ = true;

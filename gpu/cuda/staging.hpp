@@ -1,5 +1,5 @@
 // Internal to gpu/cuda/: one staged call of the host-pointer Backend table. Register every host
-// range the kernel reads or writes, commit (overlapping or touching ranges merge into one device
+// range the kernel reads or writes, commit (overlapping ranges merge into one device
 // buffer, so aliased operands — in-place outputs, fused gate/up rows, k_nope and v interleaved in
 // one buffer — stay aliased on the device), run the device entry point on stream(), then finish()
 // copies every written range back and waits. Device memory is stream-ordered (cudaMallocAsync),
@@ -48,8 +48,10 @@ class Staging {
     std::uintptr_t begin = 0;
     std::uintptr_t end = 0;
     bool written = false;
-    void* device = nullptr;
+    void* allocation = nullptr;  // cudaMallocAsync's pointer (256-byte aligned)
+    void* device = nullptr;      // the copy of begin: allocation + begin % kAlign
   };
+  static constexpr std::uintptr_t kAlign = 256;
   void* map(const void* host) const;
 
   cudaStream_t stream_ = nullptr;
