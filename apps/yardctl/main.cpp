@@ -20,6 +20,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "apps/token_ids.hpp"
@@ -86,13 +87,17 @@ const char* health_name(sy::schemas::Health h) {
 #pragma GCC diagnostic ignored "-Wnon-virtual-dtor"  // generated Server classes (capnp deletes via a virtual base)
 class PrintingSink final : public TokenSink::Server {
  public:
-  PrintingSink(bool print, std::vector<std::int32_t>& tokens, std::string& text)
-      : print_(print), tokens_(tokens), text_(text) {}
+  // Each push's arrival (ms since `start`) and token count go to `pushes`.
+  PrintingSink(bool print, std::vector<std::int32_t>& tokens, std::string& text,
+               std::vector<std::pair<double, std::size_t>>& pushes, std::chrono::steady_clock::time_point start)
+      : print_(print), tokens_(tokens), text_(text), pushes_(pushes), start_(start) {}
 
  protected:
   kj::Promise<void> push(PushContext context) override {
     const auto p = context.getParams();
     for (const std::int32_t t : p.getTokens()) tokens_.push_back(t);
+    pushes_.emplace_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start_).count(),
+                         p.getTokens().size());
     const std::string_view piece(p.getText().cStr(), p.getText().size());
     text_ += piece;
     if (print_) {
@@ -107,6 +112,8 @@ class PrintingSink final : public TokenSink::Server {
   bool print_;
   std::vector<std::int32_t>& tokens_;
   std::string& text_;
+  std::vector<std::pair<double, std::size_t>>& pushes_;
+  std::chrono::steady_clock::time_point start_;
 };
 #pragma GCC diagnostic pop
 
@@ -138,7 +145,8 @@ int run_generate(Cluster::Client& cluster, kj::WaitScope& ws, const GenerateArgs
   r.setRequestId(a.request_id);
   std::vector<std::int32_t> tokens;
   std::string text;
-  req.setSink(kj::heap<PrintingSink>(!a.json, tokens, text));
+  std::vector<std::pair<double, std::size_t>> pushes;
+  req.setSink(kj::heap<PrintingSink>(!a.json, tokens, text, pushes, std::chrono::steady_clock::now()));
 
   std::optional<capnp::Response<Cluster::GenerateResults>> response;
   KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] { response.emplace(req.send().wait(ws)); })) {
@@ -161,6 +169,9 @@ int run_generate(Cluster::Client& cluster, kj::WaitScope& ws, const GenerateArgs
         {"mtp", {{"drafts", mtp.getDrafts()}, {"accepted", mtp.getAccepted()}}},
         {"request_id", summary.getRequestId().cStr()},
         {"server_request_id", summary.getServerRequestId()},
+        // When each push arrived here (ms since the call was sent) and its token count: what a
+        // client sees of inter-token latency.
+        {"pushes", pushes},
     };
     std::cout << out.dump() << "\n";
   } else {

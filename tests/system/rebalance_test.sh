@@ -77,10 +77,13 @@ requests=$((round * ${#prompts[@]}))
 echo "$(completed) rounds completed while $requests requests ran, all with the single-process text ($((SECONDS - t0)) s)"
 grep -q 'round failed' "$work/live.err" && fail "a round failed: $(grep 'round failed' "$work/live.err")"
 # Each round's balancedness (predicted from the window's load): never worse after than before.
+sed -n 's/.*controller: round for epoch [0-9]* ([a-z-]*): [0-9]* moves ([0-9.]* MiB), balancedness \([0-9.]*\) -> \([0-9.]*\);.*/\1 \2/p' \
+  "$work/live.err" >"$work/balancedness.txt"
+[ "$(wc -l <"$work/balancedness.txt")" -ge 5 ] || fail "fewer than 5 rounds logged their balancedness"
 while read -r before after; do
   python3 -c "import sys; sys.exit(0 if float('$after') >= float('$before') else 1)" ||
     fail "a round lowered balancedness: $before -> $after"
-done < <(sed -n 's/.*controller: round for epoch [0-9]*: [0-9]* moves, balancedness \([0-9.]*\) -> \([0-9.]*\);.*/\1 \2/p' "$work/live.err")
+done <"$work/balancedness.txt"
 grep 'controller: round for epoch' "$work/live.err" | sed 's/.*controller: /  /' | head -8
 kill -TERM "$sup"
 wait_until 20 all_gone "$sup" || fail "supervisor still running 20 s after SIGTERM"
