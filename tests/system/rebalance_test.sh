@@ -6,6 +6,10 @@
 #  1. At least 5 rounds complete (each a new epoch: stage, commit, release) while it serves: zero
 #     failed requests, every text equal to the single-process engine's, and each round's
 #     predicted balancedness is at least the one before it.
+#  1b. Inter-token latency with migrations running (a loop importing two placements that differ
+#     in 16 slots per layer, as fast as rounds complete) against automatic rounds paused, in
+#     alternating phases of 16 concurrent 64-token streams: p99 with <= 1.5 x p99 without,
+#     measured from the clients' token arrival times (yardctl generate --json).
 #  2. Kill the receiving host in the middle of a migration (expert hosts hold their stage ack
 #     back 3 s, a test seam): the round fails and rolls back, requests keep completing through the
 #     replicas, and after the host is started again the next round completes.
@@ -31,6 +35,7 @@ model=$(tiny_model)
 . "$(dirname "$0")/cluster_lib.sh"
 make_reference
 export UCX_NET_DEVICES=lo UCX_TLS=tcp UCX_WARN_UNUSED_ENV_VARS=n
+export SY_ADMIN_TOKEN=rebalance-test-token
 
 "$sy" local --model "$model" --prefill 1 --decode 1 --expert-hosts 4 --redundant-experts 32 --rebalance-interval 1 \
   --rpc-port 0 --http-port 0 --kv-pages 256 --write-config "$work/cluster.toml" >/dev/null
@@ -85,6 +90,76 @@ while read -r before after; do
     fail "a round lowered balancedness: $before -> $after"
 done <"$work/balancedness.txt"
 grep 'controller: round for epoch' "$work/live.err" | sed 's/.*controller: /  /' | head -8
+
+echo "== 1b. inter-token latency during migrations"
+y() { "$yardctl" --address "$address" "$@"; }
+y pause >/dev/null
+y placement --export "$work/a.json" 2>/dev/null
+python3 - "$work/a.json" "$work/b.json" <<'PY'
+import json, sys
+p = json.load(open(sys.argv[1]))
+half = p["slots"] // 2  # slot s and slot s + half sit on different hosts
+for layer in p["layers"]:
+    row = layer["phy2log"]
+    for s in range(8):
+        row[s], row[s + half] = row[s + half], row[s]
+json.dump(p, open(sys.argv[2], "w"))
+PY
+streams() {  # PHASE: 16 concurrent 64-token streams with their push times
+  local phase=$1 pids=() i
+  for i in "${!prompts[@]}"; do
+    y generate --prompt "${prompts[$i]}" --max-tokens 64 --no-stop-at-eos --json >"$work/itl.$phase.$i.json" \
+      2>"$work/itl.$phase.$i.err" &
+    pids+=($!)
+  done
+  for i in "${!pids[@]}"; do wait "${pids[$i]}" || fail "itl $phase: stream $i failed: $(cat "$work/itl.$phase.$i.err")"; done
+}
+migrating() {  # runs imports back and forth until $work/stop-migrating exists
+  local n=0
+  while [ ! -e "$work/stop-migrating" ]; do
+    for f in b a; do
+      y import "$work/$f.json" --json >"$work/import.$n.json" 2>&1 || true
+      n=$((n + 1))
+    done
+  done
+}
+for phase in quiet1 migrating1 quiet2 migrating2; do
+  if [[ $phase == migrating* ]]; then
+    rm -f "$work/stop-migrating"
+    migrating &
+    migrator=$!
+    streams "$phase"
+    touch "$work/stop-migrating"
+    wait "$migrator"
+  else
+    streams "$phase"
+  fi
+done
+python3 - "$work" <<'PY' || fail "inter-token latency during migrations above 1.5x"
+import glob, json, os, sys
+work = sys.argv[1]
+def samples(kind):
+    out = []
+    for f in glob.glob(os.path.join(work, f"itl.{kind}*.json")):
+        pushes = json.load(open(f))["pushes"]
+        for (t0, _), (t1, n) in zip(pushes, pushes[1:]):
+            if n > 0:
+                out += [(t1 - t0) / n] * n
+    return sorted(out)
+def p99(v):
+    return v[min(len(v) - 1, int(0.99 * len(v)))]
+quiet, moving = samples("quiet"), samples("migrating")
+done = 0
+for f in glob.glob(os.path.join(work, "import.*.json")):
+    try:
+        done += json.load(open(f))["round"]["outcome"] == "completed"
+    except (ValueError, KeyError):
+        pass
+ratio = p99(moving) / p99(quiet)
+print(f"inter-token latency p99: {p99(quiet):.1f} ms paused, {p99(moving):.1f} ms while {done} migrations "
+      f"completed ({len(quiet)} and {len(moving)} samples): ratio {ratio:.2f}")
+sys.exit(0 if done >= 2 and ratio <= 1.5 else 1)
+PY
 kill -TERM "$sup"
 wait_until 20 all_gone "$sup" || fail "supervisor still running 20 s after SIGTERM"
 
