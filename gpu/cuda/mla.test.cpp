@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstdint>
 #include <numeric>
 #include <vector>
@@ -82,25 +83,41 @@ struct DecodeCase {
             .softmax_scale = 0.1352338f};
   }
 
-  void check() const {
+  // Tolerances: fp32 throughout (CUDA-core kernels) by default; the tensor-core kernel (V3 dims,
+  // BF16 cache) rounds q and p to BF16 as FlashMLA does: normalized error 1e-2.
+  void check(double out_abs = 1e-4, double out_norm = 1e-5, double lse_abs = 1e-4, double lse_norm = 1e-6) const {
     std::vector<float> want(static_cast<std::size_t>(queries * heads * lora)), got(want.size());
     std::vector<float> want_lse(static_cast<std::size_t>(queries * heads)), got_lse(want_lse.size());
     ref::mla_decode(params(want.data(), want_lse.data()));
     backend().mla_decode(params(got.data(), got_lse.data()));
-    EXPECT_TRUE(within(compare(got, want), 1e-4, 1e-5)) << "out_latent";
-    EXPECT_TRUE(within(compare(got_lse, want_lse), 1e-4, 1e-6)) << "lse";
+    EXPECT_TRUE(within(compare(got, want), out_abs, out_norm)) << "out_latent";
+    EXPECT_TRUE(within(compare(got_lse, want_lse), lse_abs, lse_norm)) << "lse";
   }
 };
 
-TEST_F(CudaMla, DecodeV3DimsBf16CacheSplit) {
-  DecodeCase(512, 64, 20, KvCacheDtype::bf16, {1, 64, 65, 1000}, false, 21).check();
+// The tensor-core kernel: BF16 q and p, so BF16-level tolerances.
+constexpr double kMmaOutAbs = 5e-2, kMmaOutNorm = 1e-2, kMmaLseAbs = 2e-2, kMmaLseNorm = 1e-2;
+
+TEST_F(CudaMla, DecodeV3DimsBf16CacheSplitTensorCores) {
+  DecodeCase(512, 64, 20, KvCacheDtype::bf16, {1, 64, 65, 1000}, false, 21)
+      .check(kMmaOutAbs, kMmaOutNorm, kMmaLseAbs, kMmaLseNorm);
 }
 
-TEST_F(CudaMla, DecodeV3DimsOneSplit) {
+TEST_F(CudaMla, DecodeV3DimsOneSplitTensorCores) {
   // 33 queries × 128 heads = 264 blocks of 16 heads: enough work that the launcher does not split.
   std::vector<std::int64_t> lengths;
   for (int s = 0; s < 33; ++s) lengths.push_back(1 + s * 7);
-  DecodeCase(512, 64, 128, KvCacheDtype::bf16, lengths, false, 22).check();
+  DecodeCase(512, 64, 128, KvCacheDtype::bf16, lengths, true, 22).check(kMmaOutAbs, kMmaOutNorm, kMmaLseAbs, kMmaLseNorm);
+}
+
+TEST_F(CudaMla, DecodeV3DimsBf16CacheCudaCores) {
+  setenv("SY_CUDA_MLA_DECODE", "simt", 1);  // each ctest entry is its own process
+  DecodeCase(512, 64, 20, KvCacheDtype::bf16, {1, 64, 65, 1000}, true, 29).check();
+  unsetenv("SY_CUDA_MLA_DECODE");
+}
+
+TEST_F(CudaMla, DecodeV3DimsFp32Cache) {
+  DecodeCase(512, 64, 16, KvCacheDtype::fp32, {5, 129, 700}, false, 30).check();
 }
 
 TEST_F(CudaMla, DecodeSmallConfigDimsFp32CacheMtp) {

@@ -1,5 +1,7 @@
 // The split-KV combine pass and the launcher that picks the variant and the split count.
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 
 #include "gpu/cuda/check.hpp"
 #include "gpu/cuda/mla_decode/kernel.cuh"
@@ -46,6 +48,12 @@ void launch_combine(const MlaDecodeParams& p, int splits, const float* partial_o
   mla_decode_combine_kernel<<<grid, 128, 0, s>>>(p, splits, partial_out, partial_lse);
 }
 
+bool uses_tensor_cores(const MlaDecodeParams& p) {
+  const char* knob = std::getenv("SY_CUDA_MLA_DECODE");
+  if (knob != nullptr && std::strcmp(knob, "simt") == 0) return false;
+  return p.cache.kv_lora_rank == kV3Lora && p.cache.rope_dim == kV3Rope && p.cache.dtype == KvCacheDtype::bf16;
+}
+
 void launch(const MlaDecodeParams& p, cudaStream_t s) {
   int device = 0;
   int sm_count = 0;
@@ -62,7 +70,9 @@ void launch(const MlaDecodeParams& p, cudaStream_t s) {
                                   static_cast<std::size_t>(slots * p.cache.kv_lora_rank) * sizeof(float), s));
     SY_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&partial_lse), static_cast<std::size_t>(slots) * sizeof(float), s));
   }
-  if (v3) {
+  if (uses_tensor_cores(p)) {
+    launch_v3_mma(p, splits, partial_out, partial_lse, s);
+  } else if (v3) {
     launch_v3(p, splits, partial_out, partial_lse, s);
   } else {
     launch_general(p, splits, partial_out, partial_lse, s);

@@ -31,3 +31,27 @@ constexpr long smem_floats(long dim) {
 }
 
 }  // namespace sy::gpu::cuda::impl::mla_decode
+
+// The tensor-core variant (kernel_mma.cuh, decode_v3_mma.cu): V3 dims with a BF16 cache, the
+// production case. A block owns one query, kHeadsPerBlock heads and one split; each tile is one
+// 64-token page, copied whole into shared memory. 8 warps: for scores each warp takes 8 of the
+// page's keys (mma.sync m16n8k16 BF16 over all 576 dims), for the output each warp takes 64 of
+// the 512 latent columns. q and p are rounded to BF16 for the tensor cores (as FlashMLA does).
+namespace sy::gpu::cuda::impl::mla_decode::mma {
+
+inline constexpr int kThreads = 256;
+inline constexpr int kWarps = kThreads / 32;
+inline constexpr int kHeads = 16;        // one m16 tile of query heads
+inline constexpr int kTile = 64;         // keys per tile = one cache page
+inline constexpr int kDim = 576;         // head_dim_k
+inline constexpr int kLora = 512;        // head_dim_v
+inline constexpr int kRowPad = 8;        // bf16 padding per smem row: 584·2 bytes = 73·16, conflict-free
+inline constexpr int kRow = kDim + kRowPad;
+inline constexpr int kPRow = kTile + 8;  // P rows (bf16)
+static_assert(kTile == kWarps * 8, "score phase: one n8 tile of keys per warp");
+static_assert(kLora % (kWarps * 8) == 0, "output phase: whole n8 tiles of columns per warp");
+inline constexpr int kColsPerWarp = kLora / kWarps;  // 64
+inline constexpr int kSmemBytes =
+    (kHeads * kRow + kTile * kRow + kHeads * kPRow) * 2 + 2 * kWarps * kHeads * 4;  // 97,216
+
+}  // namespace sy::gpu::cuda::impl::mla_decode::mma
