@@ -2,7 +2,8 @@
 // 64-token pages) with 4096 cached tokens per sequence: batch 64 and 128, 1 query token per
 // sequence (plain decode) and 2 (MTP verification). Prints per case the median/min/max time, the
 // cache bytes read per second against the H200's HBM peak and this run's device copy bandwidth,
-// and FlashMLA's FLOP count (2·heads·queries·len·(576 + 512)) against the dense BF16 peak.
+// and FlashMLA's FLOP count (2·heads·queries·len·(576 + 512)) against the dense BF16 peak; each
+// case runs the tensor-core kernel ("mma") and the CUDA-core one ("simt", SY_CUDA_MLA_DECODE).
 // Acceptance (issue 10): >= 60% of HBM bandwidth where memory-bound or >= 50% of BF16 peak
 // where compute-bound. Run: mla_decode_bench [--quick] [--len N] [--reps N].
 #include <cuda_runtime_api.h>
@@ -56,7 +57,7 @@ int main(int argc, char** argv) {
               copy_gbs, sy::bench::gpu::kH200HbmGBs, sy::bench::gpu::kH200Bf16Tflops);
   const std::int64_t lora = 512, rope = 64, dim = lora + rope, heads = 128;
   const float scale = 0.1352338f;
-  std::printf("%-26s %10s %10s %10s %9s %7s %7s %9s %7s\n", "case", "median_us", "min_us", "max_us", "GB/s", "%HBM",
+  std::printf("%-31s %10s %10s %10s %9s %7s %7s %9s %7s\n", "case", "median_us", "min_us", "max_us", "GB/s", "%HBM",
               "%copy", "TFLOP/s", "%BF16");
   for (const std::int64_t batch : {64, 128}) {
     const std::int64_t pages_per_seq = (len + kMlaPageSize - 1) / kMlaPageSize;
@@ -100,21 +101,25 @@ int main(int argc, char** argv) {
           .queries = queries,
           .heads = heads,
           .softmax_scale = scale};
-      const auto t = sy::bench::gpu::time_it([&] { sy::gpu::cuda::mla_decode(p, nullptr); }, reps);
-      // Bytes: the cache once per sequence (FlashMLA's count), queries in and outputs out (fp32 here).
-      const double bytes = static_cast<double>(batch * len * dim * 2) +
-                           static_cast<double>(queries * heads * (dim + lora + 1) * 4);
-      double flops = 0.0;
-      for (const std::int32_t pos : positions) flops += 2.0 * static_cast<double>(heads) * (pos + 1) * (dim + lora);
-      const double gbs = bytes / t.median / 1e9;
-      const double tflops = flops / t.median / 1e12;
-      // snprintf, not string concatenation: GCC 12 at -O3 warns falsely (-Wrestrict) on the latter.
-      char name[64];
-      std::snprintf(name, sizeof(name), "b%lld q%lld len%lld", static_cast<long long>(batch),
-                    static_cast<long long>(q_per_seq), static_cast<long long>(len));
-      std::printf("%-26s %10.1f %10.1f %10.1f %9.0f %6.1f%% %6.1f%% %9.1f %6.1f%%\n", name, t.median * 1e6,
-                  t.min * 1e6, t.max * 1e6, gbs, 100.0 * gbs / sy::bench::gpu::kH200HbmGBs, 100.0 * gbs / copy_gbs, tflops,
-                  100.0 * tflops / sy::bench::gpu::kH200Bf16Tflops);
+      for (const char* kernel : {"mma", "simt"}) {
+        setenv("SY_CUDA_MLA_DECODE", kernel, 1);
+        const auto t = sy::bench::gpu::time_it([&] { sy::gpu::cuda::mla_decode(p, nullptr); }, reps);
+        // Bytes: the cache once per sequence (FlashMLA's count), queries in and outputs out (fp32 here).
+        const double bytes = static_cast<double>(batch * len * dim * 2) +
+                             static_cast<double>(queries * heads * (dim + lora + 1) * 4);
+        double flops = 0.0;
+        for (const std::int32_t pos : positions) flops += 2.0 * static_cast<double>(heads) * (pos + 1) * (dim + lora);
+        const double gbs = bytes / t.median / 1e9;
+        const double tflops = flops / t.median / 1e12;
+        // snprintf, not string concatenation: GCC 12 at -O3 warns falsely (-Wrestrict) on the latter.
+        char name[64];
+        std::snprintf(name, sizeof(name), "%s b%lld q%lld len%lld", kernel, static_cast<long long>(batch),
+                      static_cast<long long>(q_per_seq), static_cast<long long>(len));
+        std::printf("%-31s %10.1f %10.1f %10.1f %9.0f %6.1f%% %6.1f%% %9.1f %6.1f%%\n", name, t.median * 1e6,
+                    t.min * 1e6, t.max * 1e6, gbs, 100.0 * gbs / sy::bench::gpu::kH200HbmGBs, 100.0 * gbs / copy_gbs, tflops,
+                    100.0 * tflops / sy::bench::gpu::kH200Bf16Tflops);
+      }
+      unsetenv("SY_CUDA_MLA_DECODE");
       check(cudaFree(q_latent), "cudaFree");
       check(cudaFree(q_pe), "cudaFree");
       check(cudaFree(out), "cudaFree");
