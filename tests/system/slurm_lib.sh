@@ -17,7 +17,9 @@ slurm_skip_reason() {
   for b in munged mungekey slurmctld slurmd sbatch srun squeue scancel scontrol setpriv; do
     command -v "$b" >/dev/null || { echo "no $b (apt-get install slurmctld slurmd slurm-client munge)"; return; }
   done
-  id munge >/dev/null 2>&1 || echo "no munge user"
+  id munge >/dev/null 2>&1 || { echo "no munge user"; return; }
+  # Slurm names the node by its host name, and the nodes reach each other by that name.
+  getent hosts "$(hostname -s)" >/dev/null || echo "the host name $(hostname -s) does not resolve"
 }
 
 slurm_up() {
