@@ -3,14 +3,17 @@
 #include <capnp/rpc-twoparty.h>
 #include <fmt/format.h>
 #include <kj/async-io.h>
+#include <kj/compat/tls.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <fstream>
 #include <limits>
 #include <future>
 #include <mutex>
 #include <optional>
+#include <sstream>
 #include <string_view>
 #include <stdexcept>
 #include <utility>
@@ -592,7 +595,20 @@ std::string bound_address(const std::string& listen, unsigned port) {
 }
 
 // The loop thread. Fulfils `ready` with the bound address, or fails it when binding fails.
-void serve(std::shared_ptr<RpcServer::Shared> shared, std::string listen, std::promise<std::string>& ready) {
+// PEM text of a TLS file (empty path: empty text).
+std::string read_pem(const std::string& path, const char* what) {
+  if (path.empty()) return "";
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  if (!in || text.str().empty()) {
+    throw std::runtime_error(fmt::format("cluster api: cannot read the TLS {} file \"{}\"", what, path));
+  }
+  return text.str();
+}
+
+void serve(std::shared_ptr<RpcServer::Shared> shared, std::string listen, std::string cert_pem, std::string key_pem,
+           std::promise<std::string>& ready) {
   bool announced = false;
   auto failure = kj::runCatchingExceptions([&] {
     kj::AsyncIoContext io = kj::setupAsyncIo();
@@ -612,6 +628,16 @@ void serve(std::shared_ptr<RpcServer::Shared> shared, std::string listen, std::p
     kj::Own<kj::NetworkAddress> address =
         io.provider->getNetwork().parseAddress(kj::StringPtr(listen.c_str()), kDefaultPort).wait(io.waitScope);
     kj::Own<kj::ConnectionReceiver> listener = address->listen();
+    // With TLS every accepted connection is wrapped (handshake first) before the RPC system sees it.
+    kj::Maybe<kj::Own<kj::TlsContext>> tls;
+    if (!cert_pem.empty()) {
+      kj::TlsKeypair keypair{kj::TlsPrivateKey(kj::StringPtr(key_pem.c_str())),
+                             kj::TlsCertificate(kj::StringPtr(cert_pem.c_str()))};
+      kj::TlsContext::Options tls_options;
+      tls_options.defaultKeypair = keypair;
+      auto& context = *tls.emplace(kj::heap<kj::TlsContext>(kj::mv(tls_options)));
+      listener = context.wrapPort(kj::mv(listener));
+    }
     capnp::TwoPartyServer server(kj::heap<ClusterImpl>(shared));
     kj::Promise<void> accepting = server.listen(*listener)
                                       .exclusiveJoin(kj::mv(stop_accepting.promise))
@@ -642,8 +668,14 @@ RpcServer::RpcServer(GenerationService& service, RpcServerOptions options, Opera
     : shared_(std::make_shared<Shared>(service, operators, options.admin_token)) {
   std::promise<std::string> ready;
   std::future<std::string> bound = ready.get_future();
-  loop_ = std::thread([shared = shared_, listen = options.listen, ready = std::move(ready)]() mutable {
-    serve(std::move(shared), std::move(listen), ready);
+  if (options.tls_cert_file.empty() != options.tls_key_file.empty()) {
+    throw std::runtime_error("cluster api: TLS needs both a certificate and a key file");
+  }
+  std::string cert = read_pem(options.tls_cert_file, "certificate");
+  std::string key = read_pem(options.tls_key_file, "key");
+  loop_ = std::thread([shared = shared_, listen = options.listen, cert = std::move(cert), key = std::move(key),
+                       ready = std::move(ready)]() mutable {
+    serve(std::move(shared), std::move(listen), std::move(cert), std::move(key), ready);
   });
   try {
     address_ = bound.get();

@@ -27,12 +27,17 @@ struct RpcServerOptions {
   // The token Cluster.admin(token) must present to get the mutating calls; empty: none
   // configured, and admin() is always refused.
   std::string admin_token;
+  // TLS (kj-tls over OpenSSL): PEM files of the certificate chain and its private key; both or
+  // neither (plain TCP). Clients then verify the server against the certificate's names.
+  std::string tls_cert_file;
+  std::string tls_key_file;
 };
 
 class RpcServer {
  public:
   // Binds and starts serving before it returns. Throws std::runtime_error naming the address
-  // when it cannot be parsed or bound; no thread is left running then.
+  // when it cannot be parsed or bound, or the TLS file that cannot be read or used; no thread is
+  // left running then.
   // `operators` (may be null: the operator calls then answer "unavailable") must outlive the server.
   RpcServer(GenerationService& service, RpcServerOptions options, OperatorService* operators = nullptr);
   ~RpcServer();  // stop()

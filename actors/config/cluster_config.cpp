@@ -236,6 +236,12 @@ void parse_api(const std::string& source, const toml::table& t, ApiConfig& out) 
   TableReader r(source, t, "api");
   if (auto v = r.endpoint("rpc")) out.rpc = *v;
   if (auto v = r.endpoint("http")) out.http = *v;
+  if (auto v = r.string("rpc_tls_cert")) out.rpc_tls_cert = *v;
+  if (auto v = r.string("rpc_tls_key")) out.rpc_tls_key = *v;
+  if (out.rpc_tls_cert.empty() != out.rpc_tls_key.empty()) {
+    r.fail(t.source(), out.rpc_tls_cert.empty() ? "rpc_tls_cert" : "rpc_tls_key",
+           "TLS needs both rpc_tls_cert and rpc_tls_key");
+  }
   r.finish();
 }
 
@@ -480,7 +486,11 @@ std::string to_toml(const ClusterConfig& c) {
   out += fmt::format("numerics = {}\n", quoted(c.model.numerics));
   if (!c.model.backend.empty()) out += fmt::format("backend = {}\n", quoted(c.model.backend));
   if (c.model.max_seq_len != 0) out += fmt::format("max_seq_len = {}\n", c.model.max_seq_len);
-  out += fmt::format("\n[api]\nrpc = {}\nhttp = {}\n\n", quoted(c.api.rpc.to_string()), quoted(c.api.http.to_string()));
+  out += fmt::format("\n[api]\nrpc = {}\nhttp = {}\n", quoted(c.api.rpc.to_string()), quoted(c.api.http.to_string()));
+  if (!c.api.rpc_tls_cert.empty()) {
+    out += fmt::format("rpc_tls_cert = {}\nrpc_tls_key = {}\n", quoted(c.api.rpc_tls_cert), quoted(c.api.rpc_tls_key));
+  }
+  out += "\n";
   out += fmt::format("[decode]\nkv_pages = {}\nmax_batch = {}\nmtp = {}\n\n", c.decode.kv_pages, c.decode.max_batch,
                      c.decode.mtp);
   out += fmt::format("[experts]\nredundant = {}\noverlap = {}\n", c.experts.redundant, c.experts.overlap);

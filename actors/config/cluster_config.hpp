@@ -10,7 +10,7 @@
 //              metrics [true] (false: nodes serve no /metrics and roles count nothing; for overhead runs)
 //   [model]    path [none yet], numerics ["fp8act" | "dequant"], backend ["" = fastest | ref | cpu | cuda],
 //              max_seq_len [0 = the model's max_position_embeddings]
-//   [api]      rpc ["127.0.0.1:7433"], http ["127.0.0.1:8000"]
+//   [api]      rpc ["127.0.0.1:7433"], http ["127.0.0.1:8000"], rpc_tls_cert, rpc_tls_key [none: no TLS]
 //   [decode]   kv_pages [4096], max_batch [64], mtp [false]
 //   [experts]  redundant [0], overlap [true]
 //   [balance]  interval_s [600], threshold [0.01], step_timeout_ms [10000], stage_delay_ms [0],
@@ -76,6 +76,10 @@ struct ModelConfig {
 struct ApiConfig {
   Endpoint rpc{"127.0.0.1", 7433};   // Cap'n Proto cluster API (served by the router node)
   Endpoint http{"127.0.0.1", 8000};  // OpenAI-compatible HTTP
+  // TLS for the Cap'n Proto API: PEM certificate chain and private key files; both or neither
+  // (empty: plain TCP, as on loopback).
+  std::string rpc_tls_cert;
+  std::string rpc_tls_key;
 };
 
 struct DecodeConfig {

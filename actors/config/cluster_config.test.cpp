@@ -137,6 +137,15 @@ TEST(ClusterConfig, MetricsCanBeTurnedOffAndRoundTrip) {
               HasSubstr("cluster.metrics: expected true or false"));
 }
 
+TEST(ClusterConfig, RpcTlsNeedsCertificateAndKeyAndRoundTrips) {
+  const std::string tls = "rpc = \"127.0.0.1:17433\"\nrpc_tls_cert = \"/etc/sy/api.pem\"\nrpc_tls_key = \"/etc/sy/api.key\"\n";
+  const ClusterConfig c = parse_cluster_config(with("rpc = \"127.0.0.1:17433\"\n", tls), "c.toml");
+  EXPECT_EQ(c.api.rpc_tls_cert, "/etc/sy/api.pem");
+  EXPECT_EQ(parse_cluster_config(to_toml(c), "c.toml").api.rpc_tls_key, "/etc/sy/api.key");
+  EXPECT_THAT(error_of(with("rpc = \"127.0.0.1:17433\"\n", "rpc = \"127.0.0.1:17433\"\nrpc_tls_cert = \"a.pem\"\n")),
+              HasSubstr("api.rpc_tls_key: TLS needs both rpc_tls_cert and rpc_tls_key"));
+}
+
 TEST(ClusterConfig, UnknownRoleNamesKeyLineAndChoices) {
   const std::string e = error_of(with("roles = [\"decode\"]\n", "roles = [\"decoder\"]\n"));
   EXPECT_THAT(e, HasSubstr("c.toml:44:"));

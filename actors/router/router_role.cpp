@@ -248,8 +248,12 @@ RouterRole::RouterRole(node::RoleContext& context, RouterRoleOptions options)
     if ((options_.controller == nullptr) != (options_.stats == nullptr)) {
       throw std::invalid_argument("router role: the controller and load_stats back ends come together");
     }
-    rpc_ = std::make_unique<api::RpcServer>(*this, api::RpcServerOptions{options_.rpc_listen, options_.admin_token},
-                                            options_.controller != nullptr ? this : nullptr);
+    api::RpcServerOptions rpc;
+    rpc.listen = options_.rpc_listen;
+    rpc.admin_token = options_.admin_token;
+    rpc.tls_cert_file = options_.rpc_tls_cert;
+    rpc.tls_key_file = options_.rpc_tls_key;
+    rpc_ = std::make_unique<api::RpcServer>(*this, rpc, options_.controller != nullptr ? this : nullptr);
     log("cluster API listening on " + rpc_->address());
   }
   if (!options_.http_listen.empty()) {

@@ -41,6 +41,8 @@ struct RouterRoleOptions {
   // the last guard against a worker that went silent without the transport noticing.
   std::chrono::milliseconds stall_timeout{60000};
   std::string admin_token;           // for the cluster API's Admin calls; empty: refused
+  std::string rpc_tls_cert;          // PEM files for TLS on the cluster API; empty: plain TCP
+  std::string rpc_tls_key;
   // The operator calls' back ends on this node (both or neither; null: those calls answer
   // "unavailable"). Borrowed; the node stops the router first.
   controller::ControllerRole* controller = nullptr;

@@ -31,6 +31,8 @@ namespace {
 struct ServeApiArgs {
   std::string model_dir;
   std::string listen = "127.0.0.1:7433";
+  std::string tls_cert;
+  std::string tls_key;
   std::string backend = backend_names().back();  // the fastest linked in
   std::string numerics = "fp8act";
   std::int64_t kv_pages = 256;
@@ -68,6 +70,8 @@ int run_serve_api(const ServeApiArgs& a) {
   actors::cluster_api::LocalGenerationService service(options);
   actors::cluster_api::RpcServerOptions rpc;
   rpc.listen = a.listen;
+  rpc.tls_cert_file = a.tls_cert;
+  rpc.tls_key_file = a.tls_key;
   actors::cluster_api::RpcServer server(service, rpc);
   std::printf("api listening on %s\n", server.address().c_str());
   std::fflush(stdout);
@@ -113,6 +117,8 @@ void add_serve_api_command(CLI::App& app, CommandTable& commands) {
   auto* cmd = app.add_subcommand("serve-api", "Serve the cluster API from this one process (every role co-located)");
   cmd->add_option("--model", args->model_dir, "Hugging Face DeepSeek-V3 model folder")->required();
   cmd->add_option("--listen", args->listen, "HOST:PORT (port 0: any free one) or unix:/path")->capture_default_str();
+  cmd->add_option("--tls-cert", args->tls_cert, "TLS for the RPC API: PEM certificate chain file (with --tls-key)");
+  cmd->add_option("--tls-key", args->tls_key, "TLS for the RPC API: PEM private key file");
   cmd->add_option("--backend", args->backend, "Kernel backend: " + fmt::format("{}", fmt::join(backend_names(), " | ")))
       ->capture_default_str();
   cmd->add_option("--numerics", args->numerics, "fp8act (FP8 activations, BF16 KV cache) | dequant (fp32)")

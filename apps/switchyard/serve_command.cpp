@@ -203,6 +203,8 @@ std::vector<std::unique_ptr<actors::node::NodeRole>> make_roles(actors::node::Ro
     o.max_seq_len = cluster.model.max_seq_len;
     if (const char* key = std::getenv("SY_API_KEY")) o.api_key = key;
     o.admin_token = cluster.cluster.admin_token;
+    o.rpc_tls_cert = cluster.api.rpc_tls_cert;
+    o.rpc_tls_key = cluster.api.rpc_tls_key;
     if (const char* token = std::getenv("SY_ADMIN_TOKEN"); token != nullptr && *token != '\0') o.admin_token = token;
     if (controller != nullptr) {
       o.controller = controller;

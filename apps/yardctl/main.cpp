@@ -9,10 +9,13 @@
 #include <capnp/rpc-twoparty.h>
 #include <fmt/format.h>
 #include <kj/async-io.h>
+#include <kj/compat/tls.h>
 
 #include <CLI/CLI.hpp>
 #include <charconv>
 #include <cstdlib>
+#include <fstream>
+#include <sstream>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -252,6 +255,9 @@ int main(int argc, char** argv) {
   app.add_option("--address", address, "Cluster API address: HOST:PORT or unix:/path")->capture_default_str();
   sy::yardctl::OperatorArgs op;
   if (const char* token = std::getenv("SY_ADMIN_TOKEN")) op.admin_token = token;
+  std::string tls_ca, tls_name;
+  app.add_option("--tls-ca", tls_ca, "Connect with TLS, trusting this PEM certificate (the server's or its CA's)");
+  app.add_option("--tls-name", tls_name, "TLS: the name the server's certificate must carry (default: the address's host)");
   app.add_option("--admin-token", op.admin_token, "Token for commands that change the cluster (default: $SY_ADMIN_TOKEN)");
 
   GenerateArgs g;
@@ -328,9 +334,29 @@ int main(int argc, char** argv) {
     if (gen->parsed()) check_usage(g);
     kj::AsyncIoContext io = kj::setupAsyncIo();
     kj::Own<kj::AsyncIoStream> connection;
+    std::optional<kj::TlsCertificate> ca;
+    kj::TlsContext::Options tls_options;
+    std::optional<kj::Own<kj::TlsContext>> tls;
+    if (!tls_ca.empty()) {
+      std::ifstream in(tls_ca);
+      std::stringstream pem;
+      pem << in.rdbuf();
+      if (!in || pem.str().empty()) throw Usage("cannot read the TLS certificate " + tls_ca);
+      KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] { ca.emplace(kj::StringPtr(pem.str().c_str())); })) {
+        throw Usage(fmt::format("{}: not a PEM certificate: {}", tls_ca, describe(*e)));
+      }
+      tls_options.useSystemTrustStore = false;
+      tls_options.trustedCertificates = kj::arrayPtr(&*ca, 1);
+    }
     KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] {
                   auto addr = io.provider->getNetwork().parseAddress(kj::StringPtr(address.c_str()), 7433).wait(io.waitScope);
                   connection = addr->connect().wait(io.waitScope);
+                  if (!tls_ca.empty()) {
+                    // Verified against the given certificate only, never the system's trust store.
+                    const std::string name = tls_name.empty() ? address.substr(0, address.rfind(':')) : tls_name;
+                    tls.emplace(kj::heap<kj::TlsContext>(tls_options));
+                    connection = (*tls)->wrapClient(kj::mv(connection), kj::StringPtr(name.c_str())).wait(io.waitScope);
+                  }
                 })) {
       fmt::print(stderr, "yardctl: cannot connect to {}: {}\n", address, describe(*e));
       return kExitConnect;
