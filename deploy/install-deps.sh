@@ -33,7 +33,7 @@ PACKAGES=(
   libcpp-httplib-dev libopenblas-dev pkg-config cmake g++ clang libclang-rt-14-dev curl
 )
 if [ "$build_only" -eq 0 ]; then
-  PACKAGES+=(python3 python3-yaml systemd iproute2 slurmctld slurmd slurm-client munge)
+  PACKAGES+=(python3 python3-yaml systemd iproute2 slurmctld slurmd slurm-client munge openssl)
   # node and npm may come from outside Debian (as on the development machines); keep those.
   if ! command -v node >/dev/null || ! command -v npm >/dev/null; then PACKAGES+=(nodejs npm); fi
 fi
