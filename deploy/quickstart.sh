@@ -115,8 +115,18 @@ echo
 echo "== yardctl status =="
 "$yardctl" --address "$address" status
 echo
+echo "== yardctl load (the expert load per MoE layer, cold to hot) and plan (a dry-run rebalance) =="
+for _ in $(seq 1 50); do  # the expert hosts report their counts every second or so
+  "$yardctl" --address "$address" load --json | grep -q '"reports": 0' || break
+  sleep 0.1
+done
+"$yardctl" --address "$address" load
+"$yardctl" --address "$address" plan --max-moves 5
+echo
 if [ -t 0 ]; then
   echo "quickstart: the cluster serves at $address; try: $yardctl --address $address generate --prompt \"Hello\""
+  echo "quickstart: operator commands (rebalance, pin, drain, ...) need the admin token:" \
+    "$(sed -n 's/^switchyard local: admin token in \([^ ]*\) .*/export SY_ADMIN_TOKEN=$(cat \1)/p' "$work/local.out")"
   [ -z "$prometheus_pid" ] || echo "quickstart: Prometheus at http://127.0.0.1:$prometheus_port"
   echo "quickstart: Ctrl-C stops it"
   wait "$cluster_pid" || true
