@@ -70,7 +70,7 @@ echo "== cutting host 3's link (expert0, expert1) while a request generates"
 "$yardctl" --address "$address" generate --prompt "long generation" --max-tokens 4000 \
   >"$work/long.txt" 2>"$work/long.err" &
 long_pid=$!
-decoding() { curl -fsS --max-time 1 "http://$h2:19401/metrics" | grep -Eq '^switchyard_num_requests_running [1-9]'; }
+decoding() { curl -fsS --max-time 1 "http://$h2:19401/metrics" 2>/dev/null | grep -Eq '^switchyard_num_requests_running [1-9]'; }
 wait_until 20 decoding || fail "decode0 never ran the long request: $(cat "$work/long.err")"
 lines_before=$(wc -l <"$work/nodes.err")
 ip link set "${SY_NETNS_PREFIX}v3" down
