@@ -52,6 +52,6 @@ static_assert(kTile == kWarps * 8, "score phase: one n8 tile of keys per warp");
 static_assert(kLora % (kWarps * 8) == 0, "output phase: whole n8 tiles of columns per warp");
 inline constexpr int kColsPerWarp = kLora / kWarps;  // 64
 inline constexpr int kSmemBytes =
-    (kHeads * kRow + kTile * kRow + kHeads * kPRow) * 2 + 2 * kWarps * kHeads * 4;  // 97,216
+    (kHeads * kRow + kTile * kRow + kHeads * kPRow) * 2 + 2 * kWarps * kHeads * 4;  // 96,768
 
 }  // namespace sy::gpu::cuda::impl::mla_decode::mma
