@@ -436,4 +436,106 @@ MigrationPlan plan_capped_migration(const Phy2Log& current, const Phy2Log& targe
   return plan;
 }
 
+Phy2Log migration_aware_target(const Phy2Log& current, const ExpertLoad& load,
+                               const std::vector<std::vector<int>>& counts, int slots_per_host, int max_swaps) {
+  if (counts.size() != current.size() || load.size() != current.size()) {
+    throw std::invalid_argument(fmt::format("migration-aware target: {} layers of placement, {} of load, {} of counts",
+                                            current.size(), load.size(), counts.size()));
+  }
+  Phy2Log target = current;
+  for (std::size_t l = 0; l < current.size(); ++l) {
+    std::vector<int>& row = target[l];
+    const int slots = static_cast<int>(row.size());
+    const int experts = static_cast<int>(load[l].size());
+    if (slots_per_host < 1 || slots % slots_per_host != 0) {
+      throw std::invalid_argument(fmt::format("migration-aware target: {} slots per host do not divide {} slots",
+                                              slots_per_host, slots));
+    }
+    if (static_cast<int>(counts[l].size()) != experts ||
+        std::accumulate(counts[l].begin(), counts[l].end(), 0) != slots) {
+      throw std::invalid_argument(fmt::format("migration-aware target: layer {}: counts must give {} experts {} slots", l,
+                                              experts, slots));
+    }
+    std::vector<double> weight(static_cast<std::size_t>(experts));  // per replica, at the target counts
+    for (int e = 0; e < experts; ++e) {
+      const int c = counts[l][static_cast<std::size_t>(e)];
+      if (c < 1) throw std::invalid_argument(fmt::format("migration-aware target: layer {}: expert {} has no replica", l, e));
+      weight[static_cast<std::size_t>(e)] = load[l][static_cast<std::size_t>(e)] / c;
+    }
+    const int hosts = slots / slots_per_host;
+    const auto w = [&](int slot) { return row[static_cast<std::size_t>(slot)] < 0 ? 0.0 : weight[static_cast<std::size_t>(row[static_cast<std::size_t>(slot)])]; };
+    std::vector<double> host_load(static_cast<std::size_t>(hosts), 0.0);
+    std::vector<int> have(static_cast<std::size_t>(experts), 0);
+    for (int s = 0; s < slots; ++s) {
+      const int e = row[static_cast<std::size_t>(s)];
+      if (e < 0 || e >= experts) throw std::invalid_argument(fmt::format("migration-aware target: layer {} slot {}: expert {}", l, s, e));
+      ++have[static_cast<std::size_t>(e)];
+      host_load[static_cast<std::size_t>(s / slots_per_host)] += w(s);
+    }
+    // Surplus replicas leave the most loaded hosts.
+    for (int e = 0; e < experts; ++e) {
+      while (have[static_cast<std::size_t>(e)] > counts[l][static_cast<std::size_t>(e)]) {
+        int drop = -1;
+        for (int s = 0; s < slots; ++s) {
+          if (row[static_cast<std::size_t>(s)] != e) continue;
+          if (drop < 0 || host_load[static_cast<std::size_t>(s / slots_per_host)] > host_load[static_cast<std::size_t>(drop / slots_per_host)]) drop = s;
+        }
+        host_load[static_cast<std::size_t>(drop / slots_per_host)] -= weight[static_cast<std::size_t>(e)];
+        row[static_cast<std::size_t>(drop)] = -1;
+        --have[static_cast<std::size_t>(e)];
+      }
+    }
+    // Missing replicas, heaviest first, into the least loaded host with a free slot.
+    std::vector<int> missing;
+    for (int e = 0; e < experts; ++e) {
+      for (int k = have[static_cast<std::size_t>(e)]; k < counts[l][static_cast<std::size_t>(e)]; ++k) missing.push_back(e);
+    }
+    std::stable_sort(missing.begin(), missing.end(), [&](int a, int b) { return weight[static_cast<std::size_t>(a)] > weight[static_cast<std::size_t>(b)]; });
+    for (const int e : missing) {
+      int into = -1;
+      bool into_holds = true;
+      for (int s = 0; s < slots; ++s) {
+        if (row[static_cast<std::size_t>(s)] >= 0) continue;
+        const int h = s / slots_per_host;
+        bool holds = false;
+        for (int t = h * slots_per_host; t < (h + 1) * slots_per_host; ++t) holds |= row[static_cast<std::size_t>(t)] == e;
+        if (into < 0 || (into_holds && !holds) ||
+            (holds == into_holds && host_load[static_cast<std::size_t>(h)] < host_load[static_cast<std::size_t>(into / slots_per_host)])) {
+          into = s;
+          into_holds = holds;
+        }
+      }
+      row[static_cast<std::size_t>(into)] = e;
+      host_load[static_cast<std::size_t>(into / slots_per_host)] += weight[static_cast<std::size_t>(e)];
+    }
+    // Even the hosts: the best swap between the most loaded host and another, while one helps.
+    for (int swaps = 0; swaps < max_swaps && hosts > 1; ++swaps) {
+      const int top = static_cast<int>(std::max_element(host_load.begin(), host_load.end()) - host_load.begin());
+      const double top_load = host_load[static_cast<std::size_t>(top)];
+      double best = top_load;
+      int best_a = -1, best_b = -1;
+      for (int a = top * slots_per_host; a < (top + 1) * slots_per_host; ++a) {
+        for (int b = 0; b < slots; ++b) {
+          const int h = b / slots_per_host;
+          if (h == top) continue;
+          const double d = w(a) - w(b);
+          if (d <= 0) continue;
+          const double worse = std::max(top_load - d, host_load[static_cast<std::size_t>(h)] + d);
+          if (worse < best - 1e-12 * std::max(1.0, top_load)) {
+            best = worse;
+            best_a = a;
+            best_b = b;
+          }
+        }
+      }
+      if (best_a < 0) break;
+      const double d = w(best_a) - w(best_b);
+      host_load[static_cast<std::size_t>(top)] -= d;
+      host_load[static_cast<std::size_t>(best_b / slots_per_host)] += d;
+      std::swap(row[static_cast<std::size_t>(best_a)], row[static_cast<std::size_t>(best_b)]);
+    }
+  }
+  return target;
+}
+
 }  // namespace sy::balance

@@ -91,4 +91,18 @@ MigrationPlan plan_migration(const Phy2Log& current, const Phy2Log& target, cons
 MigrationPlan plan_capped_migration(const Phy2Log& current, const Phy2Log& target, const ExpertLoad& load,
                                     const MigrationOptions& options, std::size_t max_moves);
 
+// A target for the migration-aware mode that stays close to `current`: every expert gets the
+// replica count of `counts` ([layers][experts], e.g. EPLB's logcnt for the same load, each row
+// summing to the slots), changing only what the counts require, then the hosts are evened by
+// swaps. Per layer: surplus replicas leave the most loaded hosts first; the missing ones, heaviest
+// per-replica load first, go to the least loaded host with a freed slot (one not already holding
+// the expert when there is one); then, while some swap of two slots between the most loaded host
+// and another lowers the larger of their loads, the best such swap is made (at most `max_swaps`
+// per layer). Loads count an expert's load split over its `counts` replicas. Ignores groups and
+// nodes: use it where the placement has no group-to-node constraint (EPLB's global policy).
+// Throws std::invalid_argument as plan_migration, or when a counts row does not sum to the slots
+// or gives an expert no replica.
+Phy2Log migration_aware_target(const Phy2Log& current, const ExpertLoad& load,
+                               const std::vector<std::vector<int>>& counts, int slots_per_host, int max_swaps);
+
 }  // namespace sy::balance

@@ -237,6 +237,56 @@ void expect_error(const Phy2Log& current, const Phy2Log& target, const ExpertLoa
   }
 }
 
+TEST(MigrationAwareTarget, ChangesOnlyWhatTheCountsNeedThenEvensTheHosts) {
+  // 3 hosts x 2 slots, 4 experts; expert 0 turned hot: EPLB's counts give it a second replica,
+  // taken from expert 3 (which had two).
+  const Phy2Log current{{0, 1, 2, 3, 3, 1}};
+  const ExpertLoad load{{60, 10, 20, 5}};
+  const std::vector<std::vector<int>> counts{{2, 1, 2, 1}};  // sums to 6
+  const Phy2Log target = migration_aware_target(current, load, counts, 2, 16);
+  std::vector<int> have(4, 0);
+  for (const int e : target[0]) ++have[static_cast<std::size_t>(e)];
+  EXPECT_EQ(have, counts[0]);
+  // Replicas of 0 on different hosts, each paired with a light expert: max host load 30 + 10.
+  const std::vector<double> loads = host_loads(target[0], load[0], 2);
+  EXPECT_LE(*std::max_element(loads.begin(), loads.end()), 40.0 + 1e-9);
+  // Counts already right and hosts even: nothing changes.
+  const Phy2Log settled = migration_aware_target(target, load, counts, 2, 16);
+  EXPECT_EQ(settled, target);
+}
+
+TEST(MigrationAwareTarget, MatchesEplbBalanceWithFewMovesOnRandomLoads) {
+  std::mt19937 rng(5);
+  std::gamma_distribution<double> skew(0.7, 1.0);
+  const EplbShape shape{.num_replicas = 48, .num_groups = 1, .num_nodes = 1, .num_gpus = 24};
+  for (int trial = 0; trial < 20; ++trial) {
+    ExpertLoad before(3, std::vector<double>(40)), after(3, std::vector<double>(40));
+    for (std::size_t l = 0; l < 3; ++l) {
+      for (std::size_t e = 0; e < 40; ++e) {
+        before[l][e] = skew(rng);
+        after[l][e] = before[l][e] * (0.8 + 0.4 * std::uniform_real_distribution<double>()(rng));
+      }
+    }
+    const Phy2Log current = rebalance_experts(before, shape).phy2log;
+    const EplbPlacement eplb = rebalance_experts(after, shape);
+    const Phy2Log near = migration_aware_target(current, after, eplb.logcnt, 2, 48);
+    const double b_eplb = predict_balancedness(eplb.phy2log, after, 2).mean;
+    const double b_near = predict_balancedness(near, after, 2).mean;
+    EXPECT_GE(b_near, 0.97 * b_eplb) << "trial " << trial;
+    const std::size_t moves_near = plan_migration(current, near, after, kTwoPerHost).moves.size();
+    const std::size_t moves_eplb = plan_migration(current, eplb.phy2log, after, kTwoPerHost).moves.size();
+    EXPECT_LE(moves_near, moves_eplb) << "trial " << trial;
+  }
+}
+
+TEST(MigrationAwareTarget, RejectsCountsThatDoNotFit) {
+  const Phy2Log current{{0, 1, 2, 3}};
+  const ExpertLoad load{{1, 1, 1, 1}};
+  EXPECT_THROW(migration_aware_target(current, load, {{2, 1, 1, 1}}, 2, 4), std::invalid_argument);  // 5 slots
+  EXPECT_THROW(migration_aware_target(current, load, {{2, 2, 0, 0}}, 2, 4), std::invalid_argument);  // no replica
+  EXPECT_THROW(migration_aware_target(current, load, {{1, 1, 1, 1}}, 3, 4), std::invalid_argument);  // 3 ∤ 4
+}
+
 TEST(Migration, BadInputsAreRejectedNamingTheProblem) {
   expect_error(kCurrent, kTarget, kLoad, {.slots_per_host = 0, .bytes_per_expert = 1}, "slots_per_host must be >= 1");
   expect_error(kCurrent, kTarget, kLoad, {.slots_per_host = 3, .bytes_per_expert = 1},

@@ -103,9 +103,21 @@ SimulationResult simulate(const LoadTrace& trace, const SimulationOptions& optio
       if (round > 0 && strategy != Strategy::none) {
         started = Clock::now();
         const ExpertLoad predicted = window_mean(trace, std::max(0, round - options.window), round - 1);
-        const Phy2Log target = place_experts(policy, predicted, options.shape).phy2log;
+        EplbPlacement planned = place_experts(policy, predicted, options.shape);
+        const Phy2Log& target = planned.phy2log;
         if (strategy == Strategy::capped) {
-          MigrationPlan plan = plan_capped_migration(placement, target, predicted, migration, cap);
+          // Without a group-to-node constraint, head for EPLB's replica counts from where the
+          // placement is (few moves) instead of EPLB's own packing (most slots change each round).
+          const bool global = eplb_policy_for(options.shape.num_groups, options.shape.num_nodes) == EplbPolicy::global;
+          const Phy2Log near = global ? migration_aware_target(placement, predicted, planned.logcnt, slots_per_gpu,
+                                                               options.shape.num_replicas)
+                                      : Phy2Log{};
+          // The whole way there when it fits in the cap (the greedy takes only moves that help
+          // one at a time, and a swap helps only as a pair), else the most gain per byte.
+          MigrationPlan plan = global ? plan_migration(placement, near, predicted, migration) : MigrationPlan{};
+          if (!global || plan.moves.size() > cap) {
+            plan = plan_capped_migration(placement, global ? near : target, predicted, migration, cap);
+          }
           moves = plan.moves.size();
           placement = std::move(plan.result);
         } else {

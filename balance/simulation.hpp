@@ -23,7 +23,11 @@ namespace sy::balance {
 enum class Strategy {
   none,      // the warm-up EPLB placement, never changed
   eplb,      // full EPLB every round (every slot that differs is reloaded)
-  capped,    // towards EPLB, at most max_move_fraction of the slots per round (plan_capped_migration)
+  // The migration-aware mode, at most max_move_fraction of the slots per round: with EPLB's global
+  // policy, towards migration_aware_target (EPLB's replica counts reached from the current
+  // placement), all of it when it fits; with the hierarchical policy (groups bound to nodes),
+  // plan_capped_migration towards EPLB's own placement.
+  capped,
   balanced,  // the "balanced" policy (placement_policy.hpp) every round
 };
 inline constexpr Strategy kStrategies[] = {Strategy::none, Strategy::eplb, Strategy::capped, Strategy::balanced};
