@@ -179,21 +179,25 @@ TEST(OperatorCalls, ReadOnlyCallsCarryWhatTheServiceSays) {
   capnp::EzRpcClient client(server.address());
   auto& ws = client.getWaitScope();
   Cluster::Client cluster = client.getMain<Cluster>();
-  auto load = cluster.expertLoadRequest().send().wait(ws).getLoad();
+  auto load_response = cluster.expertLoadRequest().send().wait(ws);  // owns what the readers read
+  auto load = load_response.getLoad();
   ASSERT_EQ(load.getLayers().size(), 1u);
   EXPECT_EQ(load.getLayers()[0].getTokens()[2], 7u);
   EXPECT_DOUBLE_EQ(load.getLayers()[0].getBalancedness(), 0.75);
   EXPECT_EQ(std::string(load.getHosts()[1].getName().cStr()), "e1");
-  auto placement = cluster.placementRequest().send().wait(ws).getPlacement();
+  auto placement_response = cluster.placementRequest().send().wait(ws);
+  auto placement = placement_response.getPlacement();
   EXPECT_EQ(placement.getNumLayers(), 2);
   ASSERT_EQ(placement.getLayers().size(), 1u);  // the dense layer 0 holds no slots
   EXPECT_EQ(placement.getLayers()[0].getLayer(), 1);
   EXPECT_EQ(placement.getLayers()[0].getPhy2log().size(), 6u);
-  auto history = cluster.historyRequest().send().wait(ws).getRounds();
+  auto history_response = cluster.historyRequest().send().wait(ws);
+  auto history = history_response.getRounds();
   ASSERT_EQ(history.size(), 1u);
   EXPECT_EQ(std::string(history[0].getOutcome().cStr()), "completed");
   // An answer that arrives later, from another thread.
-  auto plan = cluster.planRebalanceRequest().send().wait(ws).getPlan();
+  auto plan_response = cluster.planRebalanceRequest().send().wait(ws);
+  auto plan = plan_response.getPlan();
   EXPECT_EQ(std::string(plan.getRound().getOutcome().cStr()), "planned");
   ASSERT_EQ(plan.getMoves().size(), 1u);
   EXPECT_EQ(plan.getMoves()[0].getToExpert(), 2u);
@@ -248,13 +252,15 @@ TEST(OperatorCalls, AdminCallsRoundTripAndFailTyped) {
   pin.setLayer(1);
   pin.setSlot(3);
   pin.setExpert(2);
-  auto pins = pin.send().wait(ws).getSettings().getPins();
+  auto pin_response = pin.send().wait(ws);
+  auto pins = pin_response.getSettings().getPins();
   ASSERT_EQ(pins.size(), 1u);
   EXPECT_EQ(pins[0].getExpert(), 2u);
 
   auto drain = admin.drainRequest();
   drain.setNode("decode0");
-  auto report = drain.send().wait(ws).getReport();
+  auto drain_response = drain.send().wait(ws);
+  auto report = drain_response.getReport();
   EXPECT_EQ(std::string(report.getNode().cStr()), "decode0");
   EXPECT_EQ(report.getRequestsAtStart(), 2u);
 }
