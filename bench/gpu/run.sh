@@ -3,8 +3,8 @@
 # parity test (ctest label gpu: each kernel against gpu/ref, the tiny model's greedy tokens on
 # cuda against cpu) and the kernel benchmarks (MLA decode at V3 dims; grouped FP8 expert GEMM at
 # V3 shapes), which print GB/s and TFLOP/s beside the H200's peaks and this run's copy bandwidth.
-# Finishes within 8 minutes (every step has a hard timeout), so it can run twice in a 15-minute
-# device window. Exit status: non-zero when a build step or a test failed.
+# Finishes within 8 minutes: every step has a hard timeout (configure 2 × 45 s at worst, build
+# 200 s, tests 90 s, benchmarks 2 × 50 s: 480 s), so it can run twice in a 15-minute device window. Exit status: non-zero when a build step or a test failed.
 #
 # Usage: bench/gpu/run.sh [--quick]
 #   SY_GPU_BUILD_DIR   build folder (default build-gpu); SY_GPU_JOBS parallel jobs (default nproc)
@@ -30,14 +30,14 @@ nvcc_bin=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
 
 step "configure ($build)"
 targets="gpu_cuda_test mla_decode_bench grouped_gemm_bench"
-if timeout 90 cmake -S . -B "$build" -G Ninja -DSY_WITH_CUDA=ON -DCMAKE_BUILD_TYPE=Release \
+if timeout 45 cmake -S . -B "$build" -G Ninja -DSY_WITH_CUDA=ON -DCMAKE_BUILD_TYPE=Release \
     -DCMAKE_CUDA_COMPILER="$nvcc_bin" >"$build.configure.log" 2>&1; then
   targets="$targets model_engine_cuda_test"
   echo "whole project configured"
 else
   echo "whole project did not configure (missing dependencies? see $build.configure.log); CUDA-only build"
   build="$build-standalone"
-  if ! timeout 90 cmake -S bench/gpu/standalone -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+  if ! timeout 45 cmake -S bench/gpu/standalone -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
       -DCMAKE_CUDA_COMPILER="$nvcc_bin" >"$build.configure.log" 2>&1; then
     tail -20 "$build.configure.log"
     echo "FAILED: configure"
@@ -51,14 +51,14 @@ cmake --build "$build" --target help 2>/dev/null | grep -q "gpu_cuda_nccl_test" 
 
 step "build: $targets"
 # shellcheck disable=SC2086
-if ! timeout 300 cmake --build "$build" -j "$jobs" --target $targets; then
+if ! timeout 200 cmake --build "$build" -j "$jobs" --target $targets; then
   echo "FAILED: build"
   exit 1
 fi
 
 step "GPU parity tests (ctest -L gpu)"
 if [[ " $targets " == *" gpu_cuda_test "* ]]; then
-  if ! timeout 150 ctest --test-dir "$build" -L gpu --output-on-failure --timeout 120 -j 2; then
+  if ! timeout 90 ctest --test-dir "$build" -L gpu --output-on-failure --timeout 80 -j 2; then
     echo "FAILED: GPU parity tests"
     status=1
   fi
@@ -71,7 +71,7 @@ fi
 bench() {
   local name=$1
   shift
-  timeout 120 "$build/bench/gpu/$name" $quick "$@"
+  timeout 50 "$build/bench/gpu/$name" $quick "$@"
   local rc=$?
   if [ $rc -ne 0 ]; then
     [ $rc -eq 77 ] && echo "FAILED: $name found no CUDA device" || echo "FAILED: $name (rc $rc)"
