@@ -4,7 +4,8 @@
 # cuda against cpu) and the kernel benchmarks (MLA decode at V3 dims; grouped FP8 expert GEMM at
 # V3 shapes), which print GB/s and TFLOP/s beside the H200's peaks and this run's copy bandwidth.
 # Finishes within 8 minutes: every step has a hard timeout (configure 2 × 45 s at worst, build
-# 200 s, tests 90 s, benchmarks 2 × 50 s: 480 s), so it can run twice in a 15-minute device window. Exit status: non-zero when a build step or a test failed.
+# 200 s, tests 90 s, benchmarks 2 × 50 s: 480 s), so it can run twice in a 15-minute device
+# window. Exit status: non-zero when a build step, a test or a benchmark failed.
 #
 # Usage: bench/gpu/run.sh [--quick]
 #   SY_GPU_BUILD_DIR   build folder (default build-gpu); SY_GPU_JOBS parallel jobs (default nproc)
