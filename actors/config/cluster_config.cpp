@@ -257,6 +257,7 @@ void parse_balance(const std::string& source, const toml::table& t, BalanceConfi
   TableReader r(source, t, "balance");
   if (auto v = r.integer("interval_s", 1, 86400)) out.interval_s = static_cast<std::uint32_t>(*v);
   if (auto v = r.number("threshold", 0.0, 1.0)) out.threshold = *v;
+  if (auto v = r.number("max_move_fraction", 0.0, 1.0)) out.max_move_fraction = *v;
   if (auto v = r.integer("step_timeout_ms", 100, 600000)) out.step_timeout_ms = static_cast<std::uint32_t>(*v);
   if (auto v = r.integer("stage_delay_ms", 0, 600000)) out.stage_delay_ms = static_cast<std::uint32_t>(*v);
   if (auto v = r.string("policy")) {
@@ -494,9 +495,11 @@ std::string to_toml(const ClusterConfig& c) {
   out += fmt::format("[decode]\nkv_pages = {}\nmax_batch = {}\nmtp = {}\n\n", c.decode.kv_pages, c.decode.max_batch,
                      c.decode.mtp);
   out += fmt::format("[experts]\nredundant = {}\noverlap = {}\n", c.experts.redundant, c.experts.overlap);
-  out += fmt::format("\n[balance]\ninterval_s = {}\nthreshold = {}\nstep_timeout_ms = {}\nstage_delay_ms = {}\npolicy = {}\n",
-                     c.balance.interval_s, c.balance.threshold, c.balance.step_timeout_ms, c.balance.stage_delay_ms,
-                     quoted(c.balance.policy));
+  out += fmt::format(
+      "\n[balance]\ninterval_s = {}\nthreshold = {}\nstep_timeout_ms = {}\nstage_delay_ms = {}\npolicy = {}\n"
+      "max_move_fraction = {}\n",
+      c.balance.interval_s, c.balance.threshold, c.balance.step_timeout_ms, c.balance.stage_delay_ms,
+      quoted(c.balance.policy), c.balance.max_move_fraction);
   for (const NodeConfig& n : c.nodes) {
     std::string roles;
     for (Role role : n.roles) roles += fmt::format("{}\"{}\"", roles.empty() ? "" : ", ", role_name(role));

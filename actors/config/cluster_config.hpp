@@ -14,7 +14,7 @@
 //   [decode]   kv_pages [4096], max_batch [64], mtp [false]
 //   [experts]  redundant [0], overlap [true]
 //   [balance]  interval_s [600], threshold [0.01], step_timeout_ms [10000], stage_delay_ms [0],
-//              policy ["eplb" | "balanced" | "balanced-strict"]
+//              policy ["eplb" | "balanced" | "balanced-strict"], max_move_fraction [0: no cap]
 //   [[node]]   name, host ["127.0.0.1"], transport_port, metrics_port, roles = ["router", ...]
 //              host may be a template ("{slurm_host}", "{name}.switchyard-decode"), expanded from
 //              the launcher's environment by resolve_hosts (launcher_env.hpp) before a node starts
@@ -101,6 +101,10 @@ struct BalanceConfig {
   std::uint32_t step_timeout_ms = 10000;  // each protocol step's acks (100..600000)
   std::uint32_t stage_delay_ms = 0;    // test seam: expert hosts hold stage acks back this long
   std::string policy = "eplb";         // placement policy: "eplb" | "balanced" | "balanced-strict"
+  // Migration-aware rounds: at most this fraction of all slots move per round, heading for the
+  // policy's replica counts from the served placement (balance::migration_aware_target); 0: no
+  // cap, the fewest moves to the policy's own placement.
+  double max_move_fraction = 0.0;
 };
 
 struct ClusterConfig {

@@ -137,6 +137,14 @@ TEST(ClusterConfig, MetricsCanBeTurnedOffAndRoundTrip) {
               HasSubstr("cluster.metrics: expected true or false"));
 }
 
+TEST(ClusterConfig, MaxMoveFractionIsAFractionAndRoundTrips) {
+  const ClusterConfig c = parse_cluster_config(with("redundant = 2\n", "redundant = 2\n\n[balance]\nmax_move_fraction = 0.1\n"), "c.toml");
+  EXPECT_DOUBLE_EQ(c.balance.max_move_fraction, 0.1);
+  EXPECT_DOUBLE_EQ(parse_cluster_config(to_toml(c), "c.toml").balance.max_move_fraction, 0.1);
+  EXPECT_THAT(error_of(with("redundant = 2\n", "redundant = 2\n\n[balance]\nmax_move_fraction = 1.5\n")),
+              HasSubstr("balance.max_move_fraction"));
+}
+
 TEST(ClusterConfig, RpcTlsNeedsCertificateAndKeyAndRoundTrips) {
   const std::string tls = "rpc = \"127.0.0.1:17433\"\nrpc_tls_cert = \"/etc/sy/api.pem\"\nrpc_tls_key = \"/etc/sy/api.key\"\n";
   const ClusterConfig c = parse_cluster_config(with("rpc = \"127.0.0.1:17433\"\n", tls), "c.toml");

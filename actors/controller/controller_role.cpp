@@ -229,9 +229,11 @@ Controller::Controller(node::RoleContext& context, ControllerOptions options)
   subscription_ = peers_.subscribe(
       [role](const node::PeerChange& change) { role->post([role, change] { role->on_peer_change(change); }); });
   schedule();
-  log(fmt::format("a round every {} s ({} policy, threshold {:.3f}), {} expert hosts, {} slots per MoE layer",
+  log(fmt::format("a round every {} s ({} policy, threshold {:.3f}{}), {} expert hosts, {} slots per MoE layer",
                   std::chrono::duration<double>(options_.interval).count(), balance::to_string(policy_),
-                  options_.threshold, options_.initial.hosts.size(), options_.initial.slots));
+                  options_.threshold,
+                  options_.max_move_fraction > 0 ? fmt::format(", at most {:g}% of slots per round", 100 * options_.max_move_fraction) : "",
+                  options_.initial.hosts.size(), options_.initial.slots));
 }
 
 void Controller::stop() {
@@ -441,10 +443,21 @@ Controller::Planned Controller::make_plan(const std::string& trigger,
     } else {
       const balance::EplbPlacement eplb =
           balance::place_experts(policy_, load, balance::EplbShape{current_.slots, groups, 1, hosts_count});
-      // The fewest moves to the policy's placement, then the operator's pins on top.
-      next_rows = balance::plan_migration(current_rows, eplb.phy2log, load,
-                                          balance::MigrationOptions{slots_per_host, bytes_per_expert_})
-                      .result;
+      // The fewest moves to the policy's placement, or with a cap the migration-aware mode (its
+      // replica counts reached from here, the moves with the most gain first), then the
+      // operator's pins on top. One node: no group-to-node constraint to keep.
+      const balance::MigrationOptions migration{slots_per_host, bytes_per_expert_};
+      if (options_.max_move_fraction > 0) {
+        const auto cap = static_cast<std::size_t>(options_.max_move_fraction *
+                                                  static_cast<double>(current_rows.size() * static_cast<std::size_t>(current_.slots)));
+        const balance::Phy2Log near =
+            balance::migration_aware_target(current_rows, load, eplb.logcnt, slots_per_host, current_.slots);
+        balance::MigrationPlan capped = balance::plan_migration(current_rows, near, load, migration);
+        if (capped.moves.size() > cap) capped = balance::plan_capped_migration(current_rows, near, load, migration, cap);
+        next_rows = std::move(capped.result);
+      } else {
+        next_rows = balance::plan_migration(current_rows, eplb.phy2log, load, migration).result;
+      }
       std::map<int, std::vector<balance::SlotPin>> pins;
       {
         std::lock_guard lock(mutex_);

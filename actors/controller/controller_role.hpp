@@ -42,6 +42,9 @@ struct ControllerOptions {
   double threshold = 0.01;
   std::chrono::milliseconds step_timeout{10000};
   std::string policy = "eplb";  // balance::placement_policy_from_name
+  // > 0: at most this fraction of all MoE slots move per round, heading for the policy's replica
+  // counts from the served placement (balance::migration_aware_target); 0: no cap.
+  double max_move_fraction = 0.0;
 };
 
 // One round as the history keeps it (and as the cluster API shows it).

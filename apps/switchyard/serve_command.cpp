@@ -154,6 +154,7 @@ std::vector<std::unique_ptr<actors::node::NodeRole>> make_roles(actors::node::Ro
     o.threshold = cluster.balance.threshold;
     o.step_timeout = std::chrono::milliseconds(cluster.balance.step_timeout_ms);
     o.policy = cluster.balance.policy;
+    o.max_move_fraction = cluster.balance.max_move_fraction;
     auto role = actors::controller::make_controller_role(context, std::move(o));
     controller = role.get();
     roles.push_back(std::move(role));
