@@ -65,34 +65,10 @@ SY_HTTP=http://$(sed -n 's/^http listening on //p' "$work/server.out")
 export SY_HTTP
 
 # (1) docs/api.md's examples, as written.
-n=0
-expect=
-in_block=false
-while IFS= read -r line; do
-  if $in_block; then
-    if [ "$line" = '```' ]; then
-      in_block=false
-      n=$((n + 1))
-    else
-      printf '%s\n' "$line" >>"$work/example_$n.sh"
-    fi
-  elif [[ "$line" =~ ^'<!-- expect: '(.*)' -->'$ ]]; then
-    expect=${BASH_REMATCH[1]}
-  elif [ "$line" = '```sh' ]; then
-    [ -n "$expect" ] || fail "docs/api.md: a sh example without an expect comment before it"
-    printf '%s\n' "$expect" >"$work/example_$n.expect"
-    : >"$work/example_$n.sh"
-    expect=
-    in_block=true
-  fi
-done <"$source_dir/docs/api.md"
+doc_examples "$source_dir/docs/api.md" sh expect
+n=$doc_example_count
 [ "$n" -ge 5 ] || fail "found only $n examples in docs/api.md"
-for i in $(seq 0 $((n - 1))); do
-  bash -euo pipefail "$work/example_$i.sh" >"$work/example_$i.out" 2>&1 ||
-    fail "docs/api.md example $i failed: $(cat "$work/example_$i.sh") -> $(cat "$work/example_$i.out")"
-  grep -qF -- "$(cat "$work/example_$i.expect")" "$work/example_$i.out" ||
-    fail "docs/api.md example $i: no '$(cat "$work/example_$i.expect")' in: $(cat "$work/example_$i.out")"
-done
+run_doc_examples docs/api.md
 echo "http_api_test: $n docs/api.md examples ok"
 
 # (2) The openai package, against `switchyard generate` on the same prompts.

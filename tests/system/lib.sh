@@ -35,3 +35,42 @@ tiny_model() {
   "$SY_BUILD_DIR/apps/switchyard" make-tiny-model "$work/tiny" --seed 7 --tokenizer-dir "$data_dir/tokenizer" >/dev/null &&
     echo "$work/tiny"
 }
+
+# doc_examples DOC FENCE TAG: the examples of a document as written: each ```FENCE block that
+# follows a "<!-- TAG: TEXT -->" comment becomes $work/example_N.sh with TEXT in
+# $work/example_N.expect (N from 0). Sets doc_example_count.
+doc_examples() {
+  local doc=$1 fence=$2 tag=$3 line expect= in_block=false
+  doc_example_count=0
+  while IFS= read -r line; do
+    if $in_block; then
+      if [ "$line" = '```' ]; then
+        in_block=false
+        doc_example_count=$((doc_example_count + 1))
+      else
+        printf '%s\n' "$line" >>"$work/example_$doc_example_count.sh"
+      fi
+    elif [[ "$line" =~ ^'<!-- '"$tag"': '(.*)' -->'$ ]]; then
+      expect=${BASH_REMATCH[1]}
+    elif [ "$line" = '```'"$fence" ]; then
+      [ -n "$expect" ] || fail "$doc: a $fence example without a '$tag' comment before it"
+      printf '%s\n' "$expect" >"$work/example_$doc_example_count.expect"
+      : >"$work/example_$doc_example_count.sh"
+      expect=
+      in_block=true
+    fi
+  done <"$doc"
+}
+
+# run_doc_examples DOC: runs every example doc_examples found (bash -euo pipefail, in
+# $work/examples, with the caller's environment); each must succeed and print its expected text.
+run_doc_examples() {
+  local doc=$1 i
+  mkdir -p "$work/examples"
+  for i in $(seq 0 $((doc_example_count - 1))); do
+    (cd "$work/examples" && bash -euo pipefail "$work/example_$i.sh") >"$work/example_$i.out" 2>&1 ||
+      fail "$doc example $i failed: $(cat "$work/example_$i.sh") -> $(cat "$work/example_$i.out")"
+    grep -qF -- "$(cat "$work/example_$i.expect")" "$work/example_$i.out" ||
+      fail "$doc example $i: no '$(cat "$work/example_$i.expect")' in: $(cat "$work/example_$i.out")"
+  done
+}

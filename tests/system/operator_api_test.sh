@@ -162,35 +162,10 @@ echo "== 4. serving unchanged"
 check_concurrent after
 echo "16 concurrent prompts after every operator call: single-process text"
 echo "== 5. docs/api.md's RPC examples, as written"
-n=0
-expect=
-in_block=false
-while IFS= read -r line; do
-  if $in_block; then
-    if [ "$line" = '```' ]; then
-      in_block=false
-      n=$((n + 1))
-    else
-      printf '%s\n' "$line" >>"$work/example_$n.sh"
-    fi
-  elif [[ "$line" =~ ^'<!-- rpc-expect: '(.*)' -->'$ ]]; then
-    expect=${BASH_REMATCH[1]}
-  elif [ "$line" = '```bash' ]; then
-    [ -n "$expect" ] || fail "docs/api.md: a bash example without an rpc-expect comment before it"
-    printf '%s\n' "$expect" >"$work/example_$n.expect"
-    : >"$work/example_$n.sh"
-    expect=
-    in_block=true
-  fi
-done <"$(dirname "$0")/../../docs/api.md"
+doc_examples "$(dirname "$0")/../../docs/api.md" bash rpc-expect
+n=$doc_example_count
 [ "$n" -ge 10 ] || fail "found only $n RPC examples in docs/api.md"
-mkdir -p "$work/examples"
-for i in $(seq 0 $((n - 1))); do
-  (cd "$work/examples" && PATH="$SY_BUILD_DIR/apps:$PATH" SY_RPC="$address" bash -euo pipefail "$work/example_$i.sh") \
-    >"$work/example_$i.out" 2>&1 || fail "docs/api.md example $i failed: $(cat "$work/example_$i.sh") -> $(cat "$work/example_$i.out")"
-  grep -qF -- "$(cat "$work/example_$i.expect")" "$work/example_$i.out" ||
-    fail "docs/api.md example $i: no '$(cat "$work/example_$i.expect")' in: $(cat "$work/example_$i.out")"
-done
+(export PATH="$SY_BUILD_DIR/apps:$PATH" SY_RPC="$address" && run_doc_examples docs/api.md)
 echo "$n docs/api.md RPC examples ok"
 
 stop_cluster

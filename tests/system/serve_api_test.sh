@@ -37,17 +37,21 @@ if [ ! -f "$model/.complete" ]; then
 fi
 backend=ref  # the same backend on both sides; ref is always built
 
-"$sy" serve-api --model "$model" --listen 127.0.0.1:0 --backend "$backend" --kv-pages 64 \
-  >"$work/server.out" 2>"$work/server.err" &
-server_pid=$!
-address=
-for _ in $(seq 1 300); do
-  address=$(sed -n 's/^api listening on //p' "$work/server.out")
-  [ -n "$address" ] && break
-  kill -0 "$server_pid" 2>/dev/null || fail "serve-api exited before it was ready"
-  sleep 0.1
-done
-[ -n "$address" ] || fail "no 'api listening on' line within 30 s"
+# start_server ARGS...: serve-api on a free port with ARGS; sets server_pid and address.
+start_server() {
+  "$sy" serve-api --model "$model" --listen 127.0.0.1:0 --backend "$backend" --kv-pages 64 "$@" \
+    >"$work/server.out" 2>"$work/server.err" &
+  server_pid=$!
+  address=
+  for _ in $(seq 1 300); do
+    address=$(sed -n 's/^api listening on //p' "$work/server.out")
+    [ -n "$address" ] && break
+    kill -0 "$server_pid" 2>/dev/null || fail "serve-api $* exited before it was ready"
+    sleep 0.1
+  done
+  [ -n "$address" ] || fail "serve-api $*: no 'api listening on' line within 30 s"
+}
+start_server
 
 "$yardctl" --address "$address" generate --ids 0,5,7 --max-tokens 16 >"$work/api.txt" 2>"$work/api.err" ||
   fail "yardctl generate exited $?: $(cat "$work/api.err")"
@@ -93,17 +97,7 @@ if command -v openssl >/dev/null; then
     openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=localhost" -addext "subjectAltName=DNS:localhost" \
       -keyout "$work/$name.key" -out "$work/$name.pem" >/dev/null 2>&1 || fail "openssl could not make a certificate"
   done
-  "$sy" serve-api --model "$model" --listen 127.0.0.1:0 --backend "$backend" --kv-pages 64 \
-    --tls-cert "$work/server.pem" --tls-key "$work/server.key" >"$work/server.out" 2>"$work/server.err" &
-  server_pid=$!
-  address=
-  for _ in $(seq 1 300); do
-    address=$(sed -n 's/^api listening on //p' "$work/server.out")
-    [ -n "$address" ] && break
-    kill -0 "$server_pid" 2>/dev/null || fail "serve-api with TLS exited before it was ready"
-    sleep 0.1
-  done
-  [ -n "$address" ] || fail "TLS: no 'api listening on' line within 30 s"
+  start_server --tls-cert "$work/server.pem" --tls-key "$work/server.key"
   "$yardctl" --address "$address" --tls-ca "$work/server.pem" --tls-name localhost generate --ids 0,5,7 --max-tokens 16 \
     >"$work/tls.txt" 2>"$work/tls.err" || fail "yardctl over TLS exited $?: $(cat "$work/tls.err")"
   cmp -s "$work/tls.txt" "$work/local.txt" || fail "TLS: texts differ: '$(cat "$work/tls.txt")'"
