@@ -1,5 +1,6 @@
 // The split-KV combine pass and the launcher that picks the variant and the split count.
 #include <algorithm>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 
@@ -51,7 +52,10 @@ void launch_combine(const MlaDecodeParams& p, int splits, const float* partial_o
 bool uses_tensor_cores(const MlaDecodeParams& p) {
   const char* knob = std::getenv("SY_CUDA_MLA_DECODE");
   if (knob != nullptr && std::strcmp(knob, "simt") == 0) return false;
-  return p.cache.kv_lora_rank == kV3Lora && p.cache.rope_dim == kV3Rope && p.cache.dtype == KvCacheDtype::bf16;
+  // cp.async copies 16-byte chunks of the pages.
+  const bool aligned = reinterpret_cast<std::uintptr_t>(p.cache.data) % 16 == 0;
+  return p.cache.kv_lora_rank == kV3Lora && p.cache.rope_dim == kV3Rope && p.cache.dtype == KvCacheDtype::bf16 &&
+         aligned;
 }
 
 void launch(const MlaDecodeParams& p, cudaStream_t s) {

@@ -20,8 +20,9 @@ void launch_general(const MlaDecodeParams& p, int splits, float* partial_out, fl
 // Tensor cores (decode_v3_mma.cu): V3 dims and a BF16 cache; q and p rounded to BF16.
 void launch_v3_mma(const MlaDecodeParams& p, int splits, float* partial_out, float* partial_lse, cudaStream_t s);
 
-// Which kernel launch() runs for p: the tensor-core one for V3 dims over a BF16 cache unless the
-// environment sets SY_CUDA_MLA_DECODE=simt (a debugging knob), the CUDA-core ones otherwise.
+// Which kernel launch() runs for p: the tensor-core one for V3 dims over a 16-byte aligned BF16
+// cache unless the environment sets SY_CUDA_MLA_DECODE=simt (a debugging knob), the CUDA-core
+// ones otherwise.
 bool uses_tensor_cores(const MlaDecodeParams& p);
 
 void launch_combine(const MlaDecodeParams& p, int splits, const float* partial_out, const float* partial_lse,
