@@ -58,15 +58,41 @@ void RemoteExpertExecutor::install(balance::ExpertPlacement placement) {
   placement_ = std::make_shared<const balance::ExpertPlacement>(std::move(placement));
 }
 
-void RemoteExpertExecutor::on_placement(const received<schemas::PlacementUpdate>& m) {
-  const auto u = m.reader();
-  if (u.getPhase() == schemas::PlacementPhase::COMMIT) install(placement_of(u));
+void RemoteExpertExecutor::send_ack(transport::PeerId to, std::uint64_t epoch, schemas::PlacementPhase phase) {
   capnp::MallocMessageBuilder message;
   auto a = message.initRoot<schemas::PlacementAck>();
-  a.setEpoch(u.getEpoch());
-  a.setPhase(u.getPhase());
+  a.setEpoch(epoch);
+  a.setPhase(phase);
   a.setOk(true);
-  bridge_.send<schemas::PlacementAck>(m.from, message);
+  bridge_.send<schemas::PlacementAck>(to, message);
+}
+
+void RemoteExpertExecutor::on_placement(const received<schemas::PlacementUpdate>& m) {
+  const auto u = m.reader();
+  if (u.getPhase() == schemas::PlacementPhase::COMMIT) {
+    balance::ExpertPlacement next = placement_of(u);
+    std::lock_guard lock(mutex_);
+    placement_ = std::make_shared<const balance::ExpertPlacement>(std::move(next));
+    if (!in_flight_.empty() && in_flight_.begin()->first < u.getEpoch()) {
+      held_acks_.emplace_back(u.getEpoch(), m.from);  // call_ended sends it
+      return;
+    }
+  }
+  send_ack(m.from, u.getEpoch(), u.getPhase());
+}
+
+void RemoteExpertExecutor::call_ended(std::uint64_t epoch) {
+  std::vector<std::pair<std::uint64_t, transport::PeerId>> ready;
+  {
+    std::lock_guard lock(mutex_);
+    if (const auto it = in_flight_.find(epoch); it != in_flight_.end() && --it->second == 0) in_flight_.erase(it);
+    std::erase_if(held_acks_, [&](const auto& held) {
+      if (!in_flight_.empty() && in_flight_.begin()->first < held.first) return false;
+      ready.push_back(held);
+      return true;
+    });
+  }
+  for (const auto& [committed, to] : ready) send_ack(to, committed, schemas::PlacementPhase::COMMIT);
 }
 
 void RemoteExpertExecutor::on_peer_change(const node::PeerChange& change) {
@@ -109,9 +135,13 @@ void RemoteExpertExecutor::run(const model::ExpertBatch& b) { finish(start(b)); 
 void RemoteExpertExecutor::cancel(Ticket ticket) {
   const auto it = calls_.find(ticket);
   if (it == calls_.end()) return;
-  std::lock_guard lock(mutex_);
-  for (const std::uint64_t id : it->second.batches) pending_.erase(id);
+  const std::uint64_t epoch = it->second.placement->epoch;
+  {
+    std::lock_guard lock(mutex_);
+    for (const std::uint64_t id : it->second.batches) pending_.erase(id);
+  }
   calls_.erase(it);
+  call_ended(epoch);
 }
 
 model::ExpertExecutor::Ticket RemoteExpertExecutor::start(const model::ExpertBatch& b) {
@@ -142,6 +172,10 @@ model::ExpertExecutor::Ticket RemoteExpertExecutor::start(const model::ExpertBat
   for (std::int64_t s = 0; s < b.tokens * b.top_k; ++s) rows.push_back(Row{s / b.top_k, s, b.expert_ids[s], -1});
   const Ticket ticket = next_ticket_++;
   Call& stored = calls_.emplace(ticket, std::move(call)).first->second;
+  {
+    std::lock_guard lock(mutex_);
+    ++in_flight_[stored.placement->epoch];  // until finish() or cancel(): call_ended
+  }
   try {
     send_round(stored, std::move(rows));
   } catch (...) {
@@ -170,7 +204,8 @@ void RemoteExpertExecutor::send_round(Call& call, std::vector<Row> todo) {
         if (call.excluded.count(host) == 0) live.push_back(slot);
       }
       if (live.empty()) {
-        throw std::runtime_error(fmt::format("layer {}: expert {} has no replica on a live expert host (lost: {})",
+        throw std::runtime_error(fmt::format("layer {}: expert {} has no replica on a live expert host (lost or "
+                                             "refused: {})",
                                              layer, r.expert, call.excluded.empty() ? "none" : join(call.excluded)));
       }
       r.slot = live[static_cast<std::size_t>(r.token) % live.size()];
@@ -304,7 +339,9 @@ void RemoteExpertExecutor::finish(Ticket ticket) {
     cancel(ticket);
     throw;
   }
+  const std::uint64_t epoch = call.placement->epoch;
   calls_.erase(ticket);
+  call_ended(epoch);
   if (combine_seconds_ != nullptr) combine_seconds_->Observe(std::chrono::duration<double>(Clock::now() - began).count());
 }
 

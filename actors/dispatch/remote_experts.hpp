@@ -77,7 +77,10 @@ class RemoteExpertExecutor final : public model::ExpertExecutor {
   // A new placement (higher epoch): layer calls after this return use it.
   void install(balance::ExpertPlacement placement);
   // A migration step from the controller (any thread): a commit installs the placement; every
-  // phase is acknowledged to the sender (a worker has nothing to stage or release).
+  // phase is acknowledged to the sender (a worker has nothing to stage or release). A commit's
+  // ack waits until no layer call started with an older epoch is in flight: the controller
+  // releases the old epoch on the hosts once every worker acked, so rows routed with it (first
+  // sends and re-sends alike) must all have been answered by then.
   void on_placement(const received<schemas::PlacementUpdate>& m);
   std::uint64_t epoch() const;
   // The node is stopping: calls in progress and later ones fail at once instead of waiting.
@@ -112,6 +115,9 @@ class RemoteExpertExecutor final : public model::ExpertExecutor {
   };
   // Routes `rows` to live replicas and sends one dispatch per host (a round).
   void send_round(Call& call, std::vector<Row> rows);
+  // A call that routed with `epoch` ended: sends the commit acks that waited for it.
+  void call_ended(std::uint64_t epoch);
+  void send_ack(transport::PeerId to, std::uint64_t epoch, schemas::PlacementPhase phase);
 
   node::TransportBridge& bridge_;
   node::PeerDirectory& peers_;
@@ -128,6 +134,8 @@ class RemoteExpertExecutor final : public model::ExpertExecutor {
   std::map<std::uint64_t, Pending> pending_ SY_GUARDED_BY(mutex_);
   std::uint64_t next_batch_ SY_GUARDED_BY(mutex_) = 1;
   bool closed_ SY_GUARDED_BY(mutex_) = false;
+  std::map<std::uint64_t, int> in_flight_ SY_GUARDED_BY(mutex_);  // layer calls by the epoch they route with
+  std::vector<std::pair<std::uint64_t, transport::PeerId>> held_acks_ SY_GUARDED_BY(mutex_);  // commits (epoch, from)
 };
 
 // The executor a prefill or decode role runs its engine with: remote when the cluster has expert
