@@ -718,6 +718,9 @@ struct OpenAiServer::Impl {
           out += "data: [DONE]\n\n";
         }
       }
+      // The request's place among those in flight is free before the client reads the end, so a
+      // client that sends its next request at once finds it free (no 429 at exactly capacity).
+      if (finished) ticket.reset();
       if (out.empty()) out = ": keep-alive\n\n";  // nothing new: probe the connection
       if (!sink.write(out.data(), out.size())) return false;
       if (finished) sink.done();
