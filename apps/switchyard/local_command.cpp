@@ -84,22 +84,43 @@ void warn(const std::string& line) { std::fputs(("switchyard local: " + line + "
   throw std::system_error(errno, std::generic_category(), what);
 }
 
-// `count` distinct free TCP ports on 127.0.0.1 (bound together, then released).
+// The kernel's ephemeral port range (what bind to port 0 and outgoing connections get).
+std::pair<int, int> ephemeral_port_range() {
+  std::ifstream in("/proc/sys/net/ipv4/ip_local_port_range");
+  int lo = 32768, hi = 60999;
+  in >> lo >> hi;
+  return {lo, hi};
+}
+
+// `count` distinct free TCP ports on 127.0.0.1 (bound together, then released). Chosen at random
+// below the ephemeral range when there is room, so that between now and the nodes binding them
+// no other process is handed one of them for a port-0 bind or an outgoing connection.
 std::vector<std::uint16_t> free_ports(std::size_t count) {
+  const int ephemeral_lo = ephemeral_port_range().first;
+  constexpr int kLowest = 10000;
+  const bool below = ephemeral_lo - kLowest > 1000;
+  std::mt19937 rng(std::random_device{}());
+  std::uniform_int_distribution<int> pick(kLowest, std::max(kLowest, ephemeral_lo - 1));
   std::vector<int> fds;
   std::vector<std::uint16_t> ports;
-  for (std::size_t i = 0; i < count; ++i) {
+  for (int attempts = 0; ports.size() < count; ++attempts) {
+    if (attempts > 1000 + static_cast<int>(count) * 100) {
+      throw std::runtime_error(fmt::format("no {} free ports on 127.0.0.1 below {}", count, ephemeral_lo));
+    }
     const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) fail_errno("socket");
-    fds.push_back(fd);
     sockaddr_in addr{};
     addr.sin_family = AF_INET;
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = htons(static_cast<std::uint16_t>(below ? pick(rng) : 0));
     socklen_t len = sizeof(addr);
     if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
         ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+      ::close(fd);
+      if (below) continue;  // taken: try another
       fail_errno("finding a free port on 127.0.0.1");
     }
+    fds.push_back(fd);
     ports.push_back(ntohs(addr.sin_port));
   }
   for (int fd : fds) ::close(fd);
