@@ -116,7 +116,7 @@ streams() {  # PHASE: 16 concurrent 64-token streams with their push times
 }
 migrating() {  # runs imports back and forth until $work/stop-migrating exists
   local n=0
-  while [ ! -e "$work/stop-migrating" ]; do
+  while [ ! -e "$work/stop-migrating" ] && [ -d "$work" ]; do
     for f in b a; do
       y import "$work/$f.json" --json >"$work/import.$n.json" 2>&1 || true
       n=$((n + 1))
@@ -128,6 +128,7 @@ for phase in quiet1 migrating1 quiet2 migrating2; do
     rm -f "$work/stop-migrating"
     migrating &
     migrator=$!
+    started+=("$migrator")  # a failure below must not leave it running
     streams "$phase"
     touch "$work/stop-migrating"
     wait "$migrator"
