@@ -7,6 +7,7 @@
 #include <array>
 #include <atomic>
 #include <cstdio>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -178,7 +179,11 @@ class RouterRole final : public node::NodeRole, public api::GenerationService, p
   void send_cancel(const Live& live, api::RequestId id, schemas::CancelReason reason);
   void on_peer_change(const node::PeerChange& change);
   void watchdog();
-  controller::ControllerRole& controller() const;
+  controller::ControllerRole& controller() const;  // throws no_controller()
+  api::OperatorError no_controller() const;
+  // Runs `call` on the controller, or answers `done` that this node has none.
+  void on_controller(api::OperatorCallback<api::RoundPlan> done,
+                     const std::function<void(controller::ControllerRole&, api::OperatorCallback<api::RoundPlan>)>& call);
   // Requests of this router that `node` holds (as decode, or as prefill before the first token).
   std::int64_t held_by(const std::string& node) const;
   // Answers the drains whose node emptied.
@@ -656,13 +661,15 @@ api::StatusSnapshot RouterRole::status() {
 
 bool RouterRole::draining(const std::string& node) const { return draining_.count(node) != 0; }
 
+api::OperatorError RouterRole::no_controller() const {
+  return api::OperatorError(api::ErrorKind::unavailable,
+                            fmt::format("node {} runs no rebalancing controller: operator calls need expert hosts and "
+                                        "the controller and load_stats roles on the router's node",
+                                        me_.name));
+}
+
 controller::ControllerRole& RouterRole::controller() const {
-  if (options_.controller == nullptr) {
-    throw api::OperatorError(api::ErrorKind::unavailable,
-                             fmt::format("node {} runs no rebalancing controller: operator calls need expert hosts and "
-                                         "the controller and load_stats roles on the router's node",
-                                         me_.name));
-  }
+  if (options_.controller == nullptr) throw no_controller();
   return *options_.controller;
 }
 
@@ -694,28 +701,24 @@ api::ExpertLoadInfo RouterRole::expert_load() {
   return out;
 }
 
+void RouterRole::on_controller(api::OperatorCallback<api::RoundPlan> done,
+                               const std::function<void(controller::ControllerRole&, api::OperatorCallback<api::RoundPlan>)>& call) {
+  if (options_.controller == nullptr) return done(no_controller());
+  call(*options_.controller, std::move(done));
+}
+
 void RouterRole::plan_rebalance(api::OperatorCallback<api::RoundPlan> done) {
-  try {
-    controller().plan(std::move(done));
-  } catch (const api::OperatorError& e) {
-    done(e);
-  }
+  on_controller(std::move(done), [](controller::ControllerRole& c, auto d) { c.plan(std::move(d)); });
 }
 
 void RouterRole::rebalance(api::OperatorCallback<api::RoundPlan> done) {
-  try {
-    controller().run_round(std::nullopt, std::move(done));
-  } catch (const api::OperatorError& e) {
-    done(e);
-  }
+  on_controller(std::move(done), [](controller::ControllerRole& c, auto d) { c.run_round(std::nullopt, std::move(d)); });
 }
 
 void RouterRole::import_placement(balance::ExpertPlacement placement, api::OperatorCallback<api::RoundPlan> done) {
-  try {
-    controller().run_round(std::move(placement), std::move(done));
-  } catch (const api::OperatorError& e) {
-    done(e);
-  }
+  on_controller(std::move(done), [&placement](controller::ControllerRole& c, auto d) {
+    c.run_round(std::move(placement), std::move(d));
+  });
 }
 
 std::int64_t RouterRole::held_by(const std::string& node) const {
