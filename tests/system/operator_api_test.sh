@@ -54,7 +54,9 @@ check_concurrent warm  # load for the window, and generate against the reference
 y load --color never >"$work/load.txt"
 grep -q '^HOST ' "$work/load.txt" && grep -q '^expert1 ' "$work/load.txt" || fail "load table: $(cat "$work/load.txt")"
 y load --color always | grep -q $'\e\[48;5;' || fail "load --color always printed no colours"
-y load --json >"$work/load.json"
+# The expert hosts report their counts every second or so: wait for the requests above to show.
+reported() { y load --json >"$work/load.json" && [ "$(json 'sum(h["tokens"] for h in d["hosts"]) > 0' <"$work/load.json")" = True ]; }
+wait_until 10 reported || true
 tokens=$(json 'sum(sum(l["tokens"]) for l in d["layers"])' <"$work/load.json")
 host_tokens=$(json 'sum(h["tokens"] for h in d["hosts"])' <"$work/load.json")
 [ "$tokens" -gt 0 ] && [ "$tokens" = "$host_tokens" ] || fail "load: layer total $tokens vs host total $host_tokens"
